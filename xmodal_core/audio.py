@@ -1,0 +1,174 @@
+"""Decode any audio a person gives us into mono 16 kHz float32, or say clearly why not.
+
+Accepted: a path to anything soundfile reads (wav, flac, ogg/vorbis, ...), raw bytes of
+such a file, a `(rate, array)` pair (what a Gradio microphone sends), or an `Audio`.
+Limits (duration, file size, silence) are arguments with documented defaults.
+"""
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import soundfile as sf
+import torch
+import torchaudio.functional as AF
+
+from xmodal_core.errors import AudioError
+
+SAMPLE_RATE = 16_000
+MAX_SECONDS = 30.0
+MAX_BYTES = 50 * 1024 * 1024
+# Peak below this (about -60 dBFS) counts as silence: nothing a speech model can use.
+SILENCE_PEAK = 1e-3
+
+
+@dataclass(frozen=True)
+class Audio:
+    """Mono audio.
+
+    Attributes:
+        samples: (T,) float32 in [-1, 1].
+        sample_rate: Hz (16 000 after `load_audio`).
+        source: where it came from (a path or a short description), for messages.
+    """
+
+    samples: np.ndarray
+    sample_rate: int = SAMPLE_RATE
+    source: str = ""
+
+    @property
+    def duration(self) -> float:
+        """Length in seconds."""
+        return len(self.samples) / float(self.sample_rate)
+
+    @property
+    def peak(self) -> float:
+        return float(np.abs(self.samples).max()) if len(self.samples) else 0.0
+
+    @property
+    def clipped_fraction(self) -> float:
+        """Share of samples at full scale (>= 0.999): a hint that the recording is clipped."""
+        if not len(self.samples):
+            return 0.0
+        return float(np.mean(np.abs(self.samples) >= 0.999))
+
+
+def _decode(data: Any, label: str) -> tuple[np.ndarray, int]:
+    try:
+        samples, rate = sf.read(data, dtype="float32", always_2d=True)
+    except (sf.LibsndfileError, RuntimeError, TypeError, ValueError, EOFError) as exc:
+        raise AudioError(
+            f"could not decode audio from {label} ({exc}); "
+            "use a WAV, FLAC or OGG file (MP3/M4A: convert it first, e.g. with ffmpeg or sox)"
+        ) from None
+    return samples, int(rate)
+
+
+def _from_array(array: Any, rate: int, label: str) -> tuple[np.ndarray, int]:
+    samples = np.asarray(array)
+    if samples.size == 0:
+        raise AudioError(f"audio from {label} is empty: record or upload at least a short word")
+    if samples.dtype.kind == "i":
+        samples = samples.astype(np.float32) / float(np.iinfo(samples.dtype).max)
+    elif samples.dtype.kind == "u":
+        info = np.iinfo(samples.dtype)
+        samples = (samples.astype(np.float32) - (info.max + 1) / 2) / ((info.max + 1) / 2)
+    elif samples.dtype.kind != "f":
+        raise AudioError(f"audio from {label} has unsupported sample type {samples.dtype}")
+    samples = samples.astype(np.float32)
+    if samples.ndim == 1:
+        samples = samples[:, None]
+    elif samples.ndim == 2 and samples.shape[0] < samples.shape[1] and samples.shape[0] <= 8:
+        samples = samples.T  # (channels, T) -> (T, channels)
+    elif samples.ndim != 2:
+        raise AudioError(f"audio from {label} has shape {samples.shape}; expected (samples,) or (samples, channels)")
+    return samples, int(rate)
+
+
+def load_audio(
+    source: Any,
+    *,
+    max_seconds: float = MAX_SECONDS,
+    max_bytes: int = MAX_BYTES,
+    truncate: bool = False,
+    allow_silent: bool = False,
+) -> Audio:
+    """Decode, mix to mono, resample to 16 kHz and check limits.
+
+    Args:
+        source: path, bytes, `(rate, array)` or `Audio`.
+        max_seconds: longest accepted duration; longer input raises `AudioError`
+            unless `truncate` is set, in which case the first `max_seconds` are kept.
+        max_bytes: largest accepted file or byte string.
+        allow_silent: accept audio whose peak is below -60 dBFS (otherwise `AudioError`).
+
+    Returns:
+        `Audio` with (T,) float32 samples at 16 kHz.
+    """
+    if isinstance(source, Audio):
+        samples, rate, label = source.samples[:, None], source.sample_rate, source.source or "audio"
+    elif isinstance(source, (str, Path)):
+        path = Path(source)
+        label = str(path)
+        if not path.is_file():
+            raise AudioError(f"audio file not found: {path}")
+        size = path.stat().st_size
+        if size == 0:
+            raise AudioError(f"audio file {path} is empty (0 bytes)")
+        if size > max_bytes:
+            raise AudioError(f"audio file {path} is {size / 1e6:.1f} MB; the limit is {max_bytes / 1e6:.0f} MB")
+        samples, rate = _decode(str(path), label)
+    elif isinstance(source, (bytes, bytearray)):
+        label = "uploaded bytes"
+        if not source:
+            raise AudioError("audio is empty (0 bytes)")
+        if len(source) > max_bytes:
+            raise AudioError(f"audio is {len(source) / 1e6:.1f} MB; the limit is {max_bytes / 1e6:.0f} MB")
+        samples, rate = _decode(io.BytesIO(bytes(source)), label)
+    elif isinstance(source, tuple) and len(source) == 2:
+        label = "recording"
+        rate, array = source
+        if isinstance(array, (int, float)) and not isinstance(rate, (int, float)):
+            rate, array = array, rate  # accept (array, rate) too
+        samples, rate = _from_array(array, int(rate), label)
+    elif source is None:
+        raise AudioError("no audio given: record with the microphone or upload a file")
+    else:
+        raise AudioError(f"cannot read audio from a {type(source).__name__}; give a file path or (rate, samples)")
+
+    if rate <= 0:
+        raise AudioError(f"audio from {label} has an invalid sample rate ({rate} Hz)")
+    if samples.shape[0] == 0:
+        raise AudioError(f"audio from {label} has no samples: record or upload at least a short word")
+    if not np.isfinite(samples).all():
+        raise AudioError(f"audio from {label} contains NaN or infinite samples")
+    mono = samples.mean(axis=1)
+    duration = len(mono) / rate
+    if duration > max_seconds:
+        if not truncate:
+            raise AudioError(
+                f"audio from {label} is {duration:.1f} s long; the limit is {max_seconds:.0f} s: trim it or upload a shorter clip"
+            )
+        mono = mono[: int(max_seconds * rate)]
+    if rate != SAMPLE_RATE:
+        mono = AF.resample(torch.from_numpy(np.ascontiguousarray(mono)), rate, SAMPLE_RATE).numpy()
+    mono = np.clip(mono, -1.0, 1.0).astype(np.float32)
+    audio = Audio(samples=mono, sample_rate=SAMPLE_RATE, source=label)
+    if not allow_silent and audio.peak < SILENCE_PEAK:
+        raise AudioError(
+            f"audio from {label} is silent (peak {audio.peak:.1e}, below -60 dBFS): check the microphone and record again"
+        )
+    return audio
+
+
+def save_wav(path: str | Path, audio: Audio) -> Path:
+    """Write 16-bit PCM WAV atomically (temp file, then rename)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    sf.write(str(tmp), audio.samples, audio.sample_rate, subtype="PCM_16", format="WAV")
+    tmp.replace(path)
+    return path
