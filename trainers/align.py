@@ -1,0 +1,704 @@
+"""Alignment training: projection heads (and optionally towers) that put two modalities into
+one space with CL, CWCL, teacher-student L2, or a weighted mix (CWCL, LiT, teacher-student papers).
+
+Read top to bottom: `AlignConfig` (what a run is), `PairSplit` (the paired data of one split),
+`AlignModel` (towers -> heads -> unit vectors -> loss), `evaluate` (R@k both ways, zero-shot),
+`train` (the loop: AdamW, warm-up + cosine, clipping, AMP on CUDA, DDP under torchrun,
+per-epoch validation, best checkpoint, cancel and resume), `load_aligned` (a trained run as
+embedding functions), and `train_run` (the entry point the run queue calls).
+
+A locked tower keeps its pretrained weights: its features come from the frozen-feature cache
+and only its head trains. A tower in `no_head` is used as the encoder gives it, so its space is
+the shared space: with the default `no_head=("text",)` and the text tower locked, every run
+lands in the same locked-text space, which is what makes speech -> image search work across runs.
+"""
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Mapping, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+# OfflineContext is re-exported: `from trainers.align import OfflineContext` works for scripts and tests.
+from trainers.common import (DistInfo, OfflineContext, any_rank, autocast, config_from_dict, config_to_dict,
+                             epoch_batches, init_distributed, local_share, lr_at, make_optimizer, mean_over_ranks,
+                             restore_rng, rng_states, seed_everything, to_device)
+from xmodal_core.errors import DatasetError, InputError, StoreError
+
+MODALITIES = ("speech", "text", "image")
+LOSSES = ("cl", "cwcl", "l2", "multitask")
+HEADS = ("linear", "mlp")
+DEFAULT_ENCODERS = {"speech": "whisper-tiny.en", "text": "minilm", "image": "efficientnet-lite0"}
+HEADS_FILE = "heads.safetensors"
+CONFIG_FILE = "config.json"
+
+
+# =============================================================================== config
+
+@dataclass
+class AlignConfig:
+    """One alignment run. Serialises to JSON (`to_dict` / `from_dict`); the store keeps it.
+
+    Towers and locking:
+        towers: the two modalities paired by the data, e.g. ("speech", "text").
+        encoders: modality -> registry name of its pretrained tower.
+        locked: "none" | a tower | "both": which towers keep their pretrained weights
+            (features from the cache; only their head trains). CWCL Table 6's settings.
+        no_head: towers used as the encoder gives them (no head): their space is the shared one.
+            Must be locked (else the shared space would move).
+        head: "linear" or "mlp" (linear, GELU, linear, dropout, layer norm: the teacher-student paper).
+        embed_dim: width of the shared space; default the `no_head` tower's width, else 256.
+    Loss:
+        loss: "cl" | "cwcl" | "l2" | "multitask"; multitask sums `loss_weights`, e.g.
+            {"cwcl": 1.0, "l2": 0.5}. CWCL weights and the L2 teacher come from the anchor tower
+            (the locked one; with both or none locked, the `no_head` one, else towers[1]).
+    Optimisation (AdamW):
+        batch_size: global batch (split over torchrun ranks); lr: for heads and logit scale,
+        multiplied by batch_size / lr_base_batch when lr_base_batch is set; tower_lr: for
+        fine-tuned towers (same scaling). Linear warm-up over warmup_steps, then `schedule`.
+    Evaluation: every epoch on `val_split`: R@1/5/10 both ways, zero-shot top-1/5 with
+        `templates` where records have labels and a text tower is aligned. The best epoch by
+        `best_metric` is saved (`heads.safetensors`).
+    """
+
+    dataset: str = "tuxpaint"
+    towers: tuple[str, str] = ("image", "text")
+    encoders: dict[str, str] = field(default_factory=lambda: dict(DEFAULT_ENCODERS))
+    locked: str = "both"
+    no_head: tuple[str, ...] = ("text",)
+    head: str = "mlp"
+    embed_dim: int | None = None
+    dropout: float = 0.1
+    loss: str = "cwcl"
+    loss_weights: dict[str, float] = field(default_factory=dict)
+    cwcl_symmetric: bool = False
+    logit_scale_init: float = 1 / 0.07
+    learn_logit_scale: bool = True
+    batch_size: int = 64
+    lr: float = 1e-3
+    lr_base_batch: int | None = None
+    tower_lr: float = 1e-5
+    epochs: int = 10
+    warmup_steps: int = 0
+    schedule: str = "cosine"
+    weight_decay: float = 1e-4
+    betas: tuple[float, float] = (0.9, 0.999)
+    grad_clip: float = 10.0
+    seed: int = 0
+    device: str = "auto"
+    amp: bool = True
+    train_split: str = "train"
+    val_split: str = "val"
+    max_train: int | None = None
+    max_val: int | None = None
+    templates: str = "simple"
+    best_metric: str = "r_mean"
+    eval_batch_size: int = 256
+
+    def __post_init__(self) -> None:
+        self.towers = tuple(self.towers)
+        self.no_head = tuple(self.no_head)
+        a, b = self.towers if len(self.towers) == 2 else (None, None)
+        if a is None or a == b or a not in MODALITIES or b not in MODALITIES:
+            raise InputError(f"towers must be two different modalities of {', '.join(MODALITIES)}; "
+                             f"got {list(self.towers)}")
+        if self.locked not in ("none", "both", a, b):
+            raise InputError(f"locked must be 'none', 'both', {a!r} or {b!r}; got {self.locked!r}")
+        for m in self.towers:
+            if m not in self.encoders:
+                raise InputError(f"no encoder named for the {m} tower; set encoders.{m}")
+        for m in self.no_head:
+            if m not in self.towers:
+                raise InputError(f"no_head names {m!r}, which is not one of the towers {list(self.towers)}")
+            if not self.is_locked(m):
+                raise InputError(f"the {m} tower has no head, so it must be locked (locked={m!r} or 'both'); "
+                                 "a fine-tuned tower without a head would move the shared space")
+        if len(self.no_head) == 2 and self.locked == "both":
+            raise InputError("both towers are locked and have no head: there is nothing to train")
+        if self.head not in HEADS:
+            raise InputError(f"head must be one of {', '.join(HEADS)}; got {self.head!r}")
+        if self.loss not in LOSSES:
+            raise InputError(f"loss must be one of {', '.join(LOSSES)}; got {self.loss!r}")
+        if self.loss == "multitask":
+            bad = sorted(set(self.loss_weights) - {"cl", "cwcl", "l2"})
+            if not self.loss_weights or bad:
+                raise InputError("loss=multitask needs loss_weights over cl / cwcl / l2, e.g. "
+                                 '{"cwcl": 1.0, "l2": 0.5}' + (f"; unknown: {bad}" if bad else ""))
+        if self.schedule not in ("cosine", "constant"):
+            raise InputError(f"schedule must be 'cosine' or 'constant'; got {self.schedule!r}")
+        for name in ("batch_size", "epochs"):
+            if getattr(self, name) < 1:
+                raise InputError(f"{name} must be at least 1")
+        if self.lr <= 0 or self.tower_lr < 0 or self.warmup_steps < 0 or self.grad_clip <= 0:
+            raise InputError("lr and grad_clip must be positive, tower_lr and warmup_steps not negative")
+        if not 0 <= self.dropout < 1:
+            raise InputError(f"dropout must be in [0, 1); got {self.dropout}")
+        if self.best_metric not in self.metric_names():
+            raise InputError(f"best_metric {self.best_metric!r} is not a validation metric of this run; "
+                             f"use one of {', '.join(self.metric_names())}")
+
+    # -- derived settings
+
+    def metric_names(self) -> list[str]:
+        """Names `evaluate` can report: R@1/5/10 both ways, their mean, and zero-shot with a text tower."""
+        a, b = self.towers
+        names = [f"{q}2{g}_r@{k}" for q, g in ((a, b), (b, a)) for k in (1, 5, 10)] + ["r_mean"]
+        return names + (["zeroshot_top1", "zeroshot_top5"] if "text" in self.towers else [])
+
+    def is_locked(self, modality: str) -> bool:
+        return self.locked in ("both", modality)
+
+    @property
+    def anchor(self) -> str:
+        """The reference tower: CWCL's locked side (its similarities weight the targets), L2's teacher."""
+        if self.locked in self.towers:
+            return self.locked
+        if self.no_head:
+            return self.no_head[0]
+        return self.towers[1]
+
+    @property
+    def other(self) -> str:
+        return self.towers[0] if self.anchor == self.towers[1] else self.towers[1]
+
+    def loss_terms(self) -> dict[str, float]:
+        return dict(self.loss_weights) if self.loss == "multitask" else {self.loss: 1.0}
+
+    def scaled_lr(self, lr: float) -> float:
+        """`lr`, linearly scaled to the global batch when `lr_base_batch` is set."""
+        return lr * self.batch_size / self.lr_base_batch if self.lr_base_batch else lr
+
+    def to_dict(self) -> dict[str, Any]:
+        return config_to_dict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "AlignConfig":
+        return config_from_dict(cls, data)
+
+
+# =============================================================================== data
+
+@dataclass
+class PairSplit:
+    """Paired examples of one split: row i of every tower is the same record.
+
+    Attributes:
+        ids: record ids (N,).
+        groups: the item each record shows; records sharing a group are positives.
+        labels: class names for zero-shot (None where unknown).
+        keys: modality -> (N,) strings naming the view (a path, a text): equal keys are one
+            gallery entry at evaluation.
+        features: locked towers: modality -> (N, d_in) float32 pretrained features (unit rows).
+        items: fine-tuned towers: modality -> (N,) raw items (texts, audio or image paths).
+    """
+
+    ids: list[str]
+    groups: list[str]
+    labels: list[str | None]
+    keys: dict[str, list[str]]
+    features: dict[str, Tensor] = field(default_factory=dict)
+    items: dict[str, list[Any]] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def view(self, modality: str, index: Sequence[int] | Tensor) -> Tensor | list[Any]:
+        """The rows `index` of one tower's input: a feature tensor, or a list of raw items."""
+        if modality in self.features:
+            return self.features[modality][torch.as_tensor(index, dtype=torch.long)]
+        if modality in self.items:
+            items = self.items[modality]
+            return [items[int(i)] for i in index]
+        raise DatasetError(f"this split has no {modality} view")
+
+    def in_dim(self, modality: str) -> int | None:
+        return int(self.features[modality].shape[1]) if modality in self.features else None
+
+
+def load_split(cfg: AlignConfig, split: str, dataset: str | None = None, limit: int | None = None) -> PairSplit:
+    """Records of `dataset` (default cfg.dataset) in `split` that have both towers' views, with
+    cached features for the locked towers and raw items for the others."""
+    from xmodal_core.data.features import FeatureCache
+    from xmodal_core.data.manifest import load_manifest
+
+    name = dataset or cfg.dataset
+    records = [r for r in load_manifest(name, split=split) if all(r.item(m) is not None for m in cfg.towers)]
+    if limit is not None:
+        records = records[:limit]
+    if not records:
+        raise DatasetError(f"{name} has no {split} records with both {cfg.towers[0]} and {cfg.towers[1]}; "
+                           "pick another split or data set, or build/speak the set first")
+    features, items = {}, {}
+    for m in cfg.towers:
+        if cfg.is_locked(m):
+            cache = FeatureCache(cfg.encoders[m])
+            features[m] = torch.as_tensor(np.asarray(cache.get(records, m)), dtype=torch.float32)
+        else:
+            items[m] = [r.item(m) for r in records]
+    return PairSplit(ids=[r.id for r in records], groups=[r.group or r.id for r in records],
+                     labels=[r.label for r in records], keys={m: [str(r.item(m)) for r in records] for m in cfg.towers},
+                     features=features, items=items)
+
+
+# =============================================================================== model
+
+class AlignModel(nn.Module):
+    """towers (fine-tuned ones only) -> heads -> unit vectors; `forward` returns the loss.
+
+    Args:
+        cfg: the run config.
+        in_dims: modality -> width of the tower's pooled output.
+        towers: modality -> a `TrainableTower` for each tower that is not locked.
+    """
+
+    def __init__(self, cfg: AlignConfig, in_dims: Mapping[str, int], towers: Mapping[str, nn.Module] | None = None):
+        super().__init__()
+        from xmodal_core.heads import make_head
+        from xmodal_core.losses import ClipLoss, CwclLoss, L2AlignmentLoss
+
+        self.cfg = cfg
+        self.embed_dim = resolve_embed_dim(cfg, in_dims)
+        self.towers = nn.ModuleDict(dict(towers or {}))
+        self.heads = nn.ModuleDict({m: make_head(cfg.head, in_dims[m], self.embed_dim, cfg.dropout)
+                                    for m in cfg.towers if m not in cfg.no_head})
+        terms = cfg.loss_terms()
+        scale = dict(init_scale=cfg.logit_scale_init, learn_scale=cfg.learn_logit_scale)
+        self.losses = nn.ModuleDict()
+        if "cl" in terms:
+            self.losses["cl"] = ClipLoss(**scale)
+        if "cwcl" in terms:
+            self.losses["cwcl"] = CwclLoss(**scale, symmetric=cfg.cwcl_symmetric)
+        if "l2" in terms:
+            self.losses["l2"] = L2AlignmentLoss()
+
+    def embed(self, modality: str, x: Tensor | Sequence[Any]) -> Tensor:
+        """Tower input (features (n, d_in) or raw items) -> (n, embed_dim) unit rows."""
+        h = self.towers[modality](x) if modality in self.towers else x
+        h = F.normalize(h.float(), dim=-1)  # heads always see unit rows, cached or computed
+        if modality in self.heads:
+            h = self.heads[modality](h)
+        return F.normalize(h.float(), dim=-1)
+
+    def forward(self, anchor_in: Tensor | Sequence[Any], other_in: Tensor | Sequence[Any]) -> tuple[Tensor, dict[str, Tensor]]:
+        """One (local) batch of pairs -> (weighted loss, {term: loss}). Contrastive terms gather
+        the batch over ranks, so negatives are the global batch."""
+        cfg = self.cfg
+        z_anchor = self.embed(cfg.anchor, anchor_in)  # (n, d)
+        z_other = self.embed(cfg.other, other_in)  # (n, d)
+        parts: dict[str, Tensor] = {}
+        if "cl" in self.losses:
+            parts["cl"] = self.losses["cl"](z_anchor, z_other)
+        if "cwcl" in self.losses:
+            # Target weights from the anchor's own pretrained features when it is locked (stable,
+            # as in the paper), else from its current embedding (detached inside the loss).
+            source = anchor_in if isinstance(anchor_in, Tensor) else None
+            parts["cwcl"] = self.losses["cwcl"](z_anchor, z_other, weight_source=source)
+        if "l2" in self.losses:
+            parts["l2"] = self.losses["l2"](z_other, z_anchor)  # student, teacher
+        weights = cfg.loss_terms()
+        loss = sum(weights[k] * v for k, v in parts.items())
+        return loss, parts
+
+    def logit_scale(self) -> float | None:
+        for name in ("cwcl", "cl"):
+            if name in self.losses:
+                return float(self.losses[name].logit_scale.log_scale.detach().exp())
+        return None
+
+
+def resolve_embed_dim(cfg: AlignConfig, in_dims: Mapping[str, int]) -> int:
+    """Width of the shared space (see AlignConfig.embed_dim)."""
+    if cfg.no_head:
+        width = int(in_dims[cfg.no_head[0]])
+        if cfg.embed_dim is not None and cfg.embed_dim != width:
+            raise InputError(f"embed_dim={cfg.embed_dim} but the {cfg.no_head[0]} tower has no head and is "
+                             f"{width}-d: drop embed_dim or no_head")
+        if len(cfg.no_head) == 2 and in_dims[cfg.no_head[1]] != width:
+            raise InputError(f"towers without heads must have the same width; got {dict(in_dims)}")
+        return width
+    return int(cfg.embed_dim or 256)
+
+
+def build_model(cfg: AlignConfig, in_dims: Mapping[str, int | None]) -> AlignModel:
+    """The model for `cfg`: fine-tunable copies of unlocked towers (from the registry), heads, losses.
+    `in_dims` gives the width of locked towers' features; unlocked widths come from the towers."""
+    from trainers.towers import trainable_tower
+    from xmodal_core.registry import get_encoder
+
+    towers, dims = {}, dict(in_dims)
+    for m in cfg.towers:
+        if not cfg.is_locked(m):
+            towers[m] = trainable_tower(get_encoder(cfg.encoders[m], device="cpu"))
+            dims[m] = towers[m].dim
+        elif dims.get(m) is None:
+            raise InputError(f"the locked {m} tower needs its feature width")
+    return AlignModel(cfg, dims, towers)
+
+
+# =============================================================================== evaluation
+
+@torch.no_grad()
+def embed_split(model: AlignModel, split: PairSplit, modality: str, batch_size: int = 256,
+                device: torch.device | str = "cpu") -> Tensor:
+    """(N, d) unit embeddings of every row of `split` for one tower, in eval mode."""
+    out = []
+    for start in range(0, len(split), batch_size):
+        index = list(range(start, min(start + batch_size, len(split))))
+        x = split.view(modality, index)
+        out.append(model.embed(modality, x.to(device) if isinstance(x, Tensor) else x).float().cpu())
+    return torch.cat(out) if out else torch.zeros(0, model.embed_dim)
+
+
+def gallery(keys: Sequence[str], groups: Sequence[str]) -> tuple[list[int], Tensor]:
+    """Unique gallery entries of one modality and which queries they answer.
+
+    Returns:
+        rows: index of the first record of each distinct key (the gallery entries, in order).
+        positives: (N, G) bool, query record i x entry j: True when they share the key or a group.
+    """
+    first: dict[str, int] = {}
+    entry_groups: list[set[str]] = []
+    for i, key in enumerate(keys):
+        if key not in first:
+            first[key] = len(first)
+            entry_groups.append(set())
+        entry_groups[first[key]].add(groups[i])
+    positives = torch.zeros(len(keys), len(first), dtype=torch.bool)
+    group_to_entries: dict[str, list[int]] = {}
+    for j, gs in enumerate(entry_groups):
+        for g in gs:
+            group_to_entries.setdefault(g, []).append(j)
+    for i, (key, g) in enumerate(zip(keys, groups)):
+        positives[i, first[key]] = True
+        positives[i, group_to_entries[g]] = True
+    seen: set[str] = set()
+    rows = [i for i, key in enumerate(keys) if not (key in seen or seen.add(key))]
+    return rows, positives
+
+
+def retrieval_metrics(emb: Mapping[str, Tensor], split: PairSplit, towers: Sequence[str],
+                      ks: Sequence[int] = (1, 5, 10)) -> dict[str, float]:
+    """R@k in both directions: "{query}2{gallery}_r@{k}" (queries: every record; gallery:
+    distinct views of the other modality; a hit is any view of the same item) and `r_mean`."""
+    from xmodal_core.metrics import recall_at_k
+
+    out: dict[str, float] = {}
+    for q, g in (tuple(towers), tuple(towers)[::-1]):
+        rows, positives = gallery(split.keys[g], split.groups)
+        sim = emb[q] @ emb[g][rows].T  # (N, G)
+        recalls = recall_at_k(sim, positives, ks)
+        for k in ks:
+            out[f"{q}2{g}_r@{k}"] = float(recalls[f"R@{k}"])
+    out["r_mean"] = float(np.mean([v for v in out.values()]))
+    return out
+
+
+def zeroshot_metrics(model: AlignModel, emb: Mapping[str, Tensor], split: PairSplit, cfg: AlignConfig,
+                     encode_text: Callable[[list[str]], Tensor] | None) -> dict[str, float]:
+    """Zero-shot top-1/top-5 of the non-text tower over the split's label set, with class
+    embeddings from `cfg.templates` through the text tower. {} when it does not apply."""
+    from xmodal_core.metrics import topk_accuracy
+    from xmodal_core.zeroshot import class_embeddings, classify, load_templates
+
+    if "text" not in cfg.towers or encode_text is None:
+        return {}
+    rows = [i for i, label in enumerate(split.labels) if label]
+    classes = sorted({split.labels[i] for i in rows})
+    if len(classes) < 2:
+        return {}
+    query = cfg.towers[0] if cfg.towers[1] == "text" else cfg.towers[1]
+    class_emb = class_embeddings(classes, load_templates(cfg.templates), encode_text)
+    logits = classify(emb[query][rows], class_emb.to(emb[query].dtype))
+    targets = torch.tensor([classes.index(split.labels[i]) for i in rows])
+    acc = topk_accuracy(logits, targets, ks=(1, 5))
+    return {"zeroshot_top1": float(acc["top1"]), "zeroshot_top5": float(acc["top5"])}
+
+
+def text_encoder_fn(model: AlignModel, cfg: AlignConfig, device: torch.device | str = "cpu"):
+    """list[str] -> (n, d) shared-space embeddings through the model's text path."""
+    def encode(texts: list[str]) -> Tensor:
+        if "text" in model.towers:
+            x: Tensor | list[str] = list(texts)
+        else:
+            from xmodal_core.registry import get_encoder
+
+            x = torch.as_tensor(get_encoder(cfg.encoders["text"]).encode(list(texts)), device=device)
+        with torch.no_grad():
+            return model.embed("text", x).float().cpu()
+    return encode
+
+
+@torch.no_grad()
+def evaluate(model: AlignModel, split: PairSplit, cfg: AlignConfig, *, device: torch.device | str = "cpu",
+             zero_shot: bool = True) -> dict[str, float]:
+    """Validation metrics of `model` on `split`: retrieval both ways, then zero-shot where it applies."""
+    was_training = model.training
+    model.eval()
+    try:
+        emb = {m: embed_split(model, split, m, cfg.eval_batch_size, device) for m in cfg.towers}
+        metrics = retrieval_metrics(emb, split, cfg.towers)
+        if zero_shot and any(split.labels):
+            metrics.update(zeroshot_metrics(model, emb, split, cfg, text_encoder_fn(model, cfg, device)))
+        return metrics
+    finally:
+        model.train(was_training)
+
+
+# =============================================================================== training
+
+@dataclass
+class TrainResult:
+    """How a `train` call ended. `best` holds the validation metrics of the best epoch."""
+
+    steps: int
+    epochs_done: int
+    stopped: bool
+    best: dict[str, float]
+    best_epoch: int | None
+    last_loss: float
+
+
+def train(cfg: AlignConfig, train_split: PairSplit, val_split: PairSplit | None, ctx: Any, *,
+          info: DistInfo | None = None, dataset_name: str | None = None) -> TrainResult:
+    """Train `cfg` on `train_split`, validating on `val_split` every epoch.
+
+    `ctx` is a `xmodal_core.runner.RunContext` (or an `OfflineContext`): metrics go to
+    `ctx.log`, the loop stops at the next step once `ctx.should_stop()`, `ctx.run_dir/last.pt`
+    is written every epoch and at a stop, and a run with a checkpoint resumes from it. The
+    best epoch's heads (and fine-tuned towers) go to `run_dir/heads.safetensors` with
+    `run_dir/config.json`. Under torchrun every rank calls this with the same splits; rank 0
+    alone reports and writes.
+    """
+    info = info or init_distributed(cfg.device)
+    device = info.device
+    seed_everything(cfg.seed)
+    in_dims = {m: train_split.in_dim(m) for m in cfg.towers}
+    model = build_model(cfg, in_dims).to(device)
+    model.train()
+    ddp_model: nn.Module = model
+    if info.distributed:
+        ddp_model = nn.parallel.DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None,
+            find_unused_parameters=bool(model.towers))
+    optimizer = make_optimizer(model, lambda name: cfg.scaled_lr(cfg.tower_lr if name.startswith("towers.") else cfg.lr),
+                               cfg.weight_decay, cfg.betas)
+    use_amp = cfg.amp and device.type == "cuda"
+    scaler = torch.amp.GradScaler("cuda", enabled=use_amp and not torch.cuda.is_bf16_supported())
+
+    if info.distributed and len(train_split) >= cfg.batch_size and cfg.batch_size % info.world_size:
+        raise InputError(f"batch_size {cfg.batch_size} does not split evenly over {info.world_size} processes")
+    steps_per_epoch = len(epoch_batches(len(train_split), cfg.batch_size, 0, cfg.seed))
+    total_steps = steps_per_epoch * cfg.epochs
+    if info.is_main:
+        ctx.set_total_steps(total_steps, device=str(device))
+        save_config(ctx.run_dir, cfg, model.embed_dim, in_dims)
+
+    # Resume: everything the loop needs to continue exactly where it stopped.
+    step, best, best_epoch, start_epoch = 0, {}, None, 0
+    state = ctx.load_checkpoint(map_location=device)
+    if state is not None:
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scaler.load_state_dict(state["scaler"])
+        step, best, best_epoch = state["step"], state["best"], state["best_epoch"]
+        start_epoch = step // steps_per_epoch
+        restore_rng(state["rng"], info)
+
+    def checkpoint() -> None:
+        rng = rng_states(info)  # collective: every rank calls checkpoint()
+        if info.is_main:
+            ctx.save_checkpoint({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                                 "scaler": scaler.state_dict(), "step": step, "best": best,
+                                 "best_epoch": best_epoch, "rng": rng, "config": cfg.to_dict()})
+
+    last_loss, stopped = math.nan, False
+    for epoch in range(start_epoch, cfg.epochs):
+        batches = epoch_batches(len(train_split), cfg.batch_size, epoch, cfg.seed)
+        for b, index in enumerate(batches):
+            if epoch * steps_per_epoch + b < step:
+                continue  # done before the run was stopped
+            if any_rank(info.is_main and ctx.should_stop(), info):
+                stopped = True
+                break
+            lr_factor = lr_at(step, base_lr=1.0, warmup_steps=cfg.warmup_steps, total_steps=total_steps,
+                              schedule=cfg.schedule)
+            for group in optimizer.param_groups:
+                group["lr"] = group["base_lr"] * lr_factor
+            local = local_share(index, info)
+            anchor_in = to_device(train_split.view(cfg.anchor, local), device)
+            other_in = to_device(train_split.view(cfg.other, local), device)
+            with autocast(device, use_amp):
+                loss, parts = ddp_model(anchor_in, other_in)
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            scaler.unscale_(optimizer)
+            grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+            scaler.step(optimizer)
+            scaler.update()
+            step += 1
+            # Contrastive terms are already global; the L2 term is a per-rank mean: average for the log.
+            terms = mean_over_ranks(torch.stack([loss.detach(), *[v.detach() for v in parts.values()]]), info)
+            last_loss = float(terms[0])
+            if info.is_main:
+                logged = {"loss": last_loss, "lr": cfg.scaled_lr(cfg.lr) * lr_factor, "grad_norm": float(grad_norm)}
+                if len(parts) > 1:
+                    logged.update({f"loss_{k}": float(v) for k, v in zip(parts, terms[1:])})
+                scale = model.logit_scale()
+                if scale is not None:
+                    logged["logit_scale"] = scale
+                ctx.log(step, epoch + (b + 1) / len(batches), logged)
+        if stopped:
+            break
+        # ---- end of epoch: validate (rank 0), keep the best, checkpoint
+        if info.is_main and val_split is not None and len(val_split):
+            metrics = evaluate(model, val_split, cfg, device=device)
+            ctx.log(step, epoch + 1, {f"val/{k}": v for k, v in metrics.items()})
+            if cfg.best_metric not in metrics:
+                raise InputError(f"best_metric {cfg.best_metric!r} is not among the validation metrics: "
+                                 f"{', '.join(sorted(metrics))}")
+            if best_epoch is None or metrics[cfg.best_metric] > best.get(cfg.best_metric, -math.inf):
+                best, best_epoch = metrics, epoch + 1
+                save_heads(ctx.run_dir, model)
+                ctx.add_artifact("heads", Path(ctx.run_dir) / HEADS_FILE)
+        elif info.is_main and val_split is None:
+            best_epoch = epoch + 1  # no validation: the last epoch is the one kept
+            save_heads(ctx.run_dir, model)
+        checkpoint()
+    if stopped:
+        checkpoint()
+    if info.is_main and best:  # a stopped run records its best epoch so far
+        ctx.add_evaluation(dataset_name or cfg.dataset, cfg.val_split, best)
+    if info.is_main:
+        ctx.add_artifact("config", Path(ctx.run_dir) / CONFIG_FILE)
+    return TrainResult(steps=step, epochs_done=min(cfg.epochs, step // max(1, steps_per_epoch)), stopped=stopped,
+                       best=best, best_epoch=best_epoch, last_loss=last_loss)
+
+
+# =============================================================================== saving and loading
+
+def save_config(run_dir: str | Path, cfg: AlignConfig, embed_dim: int, in_dims: Mapping[str, int | None]) -> Path:
+    path = Path(run_dir) / CONFIG_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    data = {"kind": "align", "config": cfg.to_dict(), "embed_dim": embed_dim, "in_dims": dict(in_dims)}
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
+    tmp.replace(path)
+    return path
+
+
+def save_heads(run_dir: str | Path, model: AlignModel) -> Path:
+    """Heads, fine-tuned towers and the logit scale as safetensors (atomic)."""
+    from safetensors.torch import save_file
+
+    path = Path(run_dir) / HEADS_FILE
+    state = {k: v.detach().float().cpu().contiguous() for k, v in model.state_dict().items()}
+    tmp = path.with_suffix(".tmp")
+    save_file(state, str(tmp), metadata={"format": "xmodal-align-v1"})
+    tmp.replace(path)
+    return path
+
+
+class AlignedModel:
+    """A trained alignment run as embedding functions into its shared space.
+
+    `embed_text`, `embed_speech`, `embed_image`: lists of items -> (N, d) float32 unit rows
+    (numpy). A modality the run did not align raises InputError, except the text of a
+    locked, head-less text tower, which is the shared space itself.
+    """
+
+    def __init__(self, run_dir: Path, cfg: AlignConfig, model: AlignModel, device: torch.device):
+        self.run_dir, self.config, self.model, self.device = run_dir, cfg, model.eval(), device
+        self.dim = model.embed_dim
+
+    @property
+    def modalities(self) -> tuple[str, ...]:
+        return self.config.towers
+
+    @torch.no_grad()
+    def embed(self, modality: str, items: Sequence[Any], batch_size: int = 64) -> np.ndarray:
+        if modality not in self.config.towers:
+            raise InputError(f"run {self.run_dir.name} aligned {' and '.join(self.config.towers)}; it cannot embed "
+                             f"{modality}")
+        items = list(items)
+        out = np.zeros((len(items), self.dim), dtype=np.float32)
+        for start in range(0, len(items), batch_size):
+            chunk = items[start:start + batch_size]
+            if modality in self.model.towers:
+                x: Tensor | list = chunk
+            else:
+                from xmodal_core.registry import get_encoder
+
+                encoder = get_encoder(self.config.encoders[modality])
+                x = torch.as_tensor(encoder.encode(chunk), device=self.device)
+            out[start:start + len(chunk)] = self.model.embed(modality, x).float().cpu().numpy()
+        return out
+
+    def embed_text(self, texts: Sequence[str]) -> np.ndarray:
+        return self.embed("text", texts)
+
+    def embed_speech(self, items: Sequence[Any]) -> np.ndarray:
+        return self.embed("speech", items)
+
+    def embed_image(self, items: Sequence[Any]) -> np.ndarray:
+        return self.embed("image", items)
+
+
+def resolve_run_dir(run_dir_or_id: str | int | Path) -> Path:
+    """A run folder from a path, or from a run id (under `paths.runs_dir()`)."""
+    from xmodal_core import paths
+
+    text = str(run_dir_or_id)
+    path = paths.runs_dir() / text if text.isdigit() else Path(text)
+    if not (path / CONFIG_FILE).is_file():
+        raise StoreError(f"no trained run at {path} ({CONFIG_FILE} missing): give a run id from `xmodal runs` "
+                         "or a run folder")
+    return path
+
+
+def load_aligned(run_dir_or_id: str | int | Path, device: str = "cpu") -> AlignedModel:
+    """The best checkpoint of an alignment run (`heads.safetensors` + `config.json`)."""
+    from safetensors.torch import load_file
+
+    run_dir = resolve_run_dir(run_dir_or_id)
+    saved = json.loads((run_dir / CONFIG_FILE).read_text(encoding="utf-8"))
+    if saved.get("kind") != "align":
+        raise InputError(f"run folder {run_dir} holds a {saved.get('kind')!r} run, not an alignment run")
+    heads = run_dir / HEADS_FILE
+    if not heads.is_file():
+        raise StoreError(f"run {run_dir.name} has no trained heads yet ({HEADS_FILE}); it may still be in its "
+                         "first epoch or have failed before one finished")
+    cfg = AlignConfig.from_dict(saved["config"])
+    model = build_model(cfg, saved["in_dims"])
+    model.load_state_dict(load_file(str(heads)))
+    dev = torch.device(device)
+    return AlignedModel(run_dir, cfg, model.to(dev), dev)
+
+
+def evaluate_run(run_dir_or_id: str | int | Path, dataset: str, split: str = "test",
+                 limit: int | None = None) -> dict[str, float]:
+    """Retrieval (and zero-shot) metrics of a trained run on another data set's split."""
+    aligned = load_aligned(run_dir_or_id)
+    data = load_split(aligned.config, split, dataset=dataset, limit=limit)
+    return evaluate(aligned.model, data, aligned.config, device=aligned.device)
+
+
+# =============================================================================== entry point
+
+def train_run(run: Any, ctx: Any) -> None:
+    """What the run queue calls for kind "align": build the splits from the run's config, train."""
+    cfg = AlignConfig.from_dict(run.config)
+    info = init_distributed(cfg.device)
+    started = time.monotonic()
+    train_split = load_split(cfg, cfg.train_split, limit=cfg.max_train)
+    val_split = load_split(cfg, cfg.val_split, limit=cfg.max_val)
+    if info.is_main:
+        ctx.log(0, 0.0, {"data_seconds": time.monotonic() - started, "train_pairs": float(len(train_split)),
+                         "val_pairs": float(len(val_split))})
+    train(cfg, train_split, val_split, ctx, info=info)
