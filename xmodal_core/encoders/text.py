@@ -71,7 +71,9 @@ class SentenceTransformerEncoder(Encoder):
         return texts
 
     def _features(self, texts: Sequence[str]) -> dict:
-        features = self._model.tokenize(self._check(texts))
+        # sentence-transformers >= 6 renamed tokenize() to preprocess().
+        prepare = getattr(self._model, "preprocess", None) or self._model.tokenize
+        features = prepare(self._check(texts))
         return {k: v.to(self.device) if isinstance(v, torch.Tensor) else v for k, v in features.items()}
 
     @torch.no_grad()
