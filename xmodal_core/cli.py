@@ -17,6 +17,7 @@ from xmodal_core.errors import InputError, XmodalError
 # Modules that contribute subcommands (each defines add_commands(subparsers)).
 COMMAND_MODULES = (
     "xmodal_core.data.commands",
+    "xmodal_core.labels",
     "trainers.commands",
 )
 
@@ -128,14 +129,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_embed)
 
+    groups: dict = {}
     for module_name in COMMAND_MODULES:
-        try:
-            module = importlib.import_module(module_name)
-        except ModuleNotFoundError as exc:
-            if exc.name != module_name:
-                raise
-            continue
-        module.add_commands(sub)
+        added = importlib.import_module(module_name).add_commands(sub)
+        groups.update(added or {})
+    if "data" in groups:  # `xmodal data export-labels NAME`, as well as the top-level alias
+        from xmodal_core.labels import add_commands as add_label_commands
+
+        add_label_commands(groups["data"])
     return parser
 
 

@@ -1,0 +1,164 @@
+"""recall@k, top-k accuracy, grouped heatmaps, modality gap and the retrieval probes."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from xmodal_core.errors import InputError
+from xmodal_core.metrics import modality_gap, recall_at_k, retrieval_probe, similarity_heatmap, topk_accuracy
+
+
+def recall_reference(sim: list[list[float]], positives: list[set[int]], k: int) -> float:
+    hits = 0
+    for row, pos in zip(sim, positives):
+        ranked = sorted(range(len(row)), key=lambda j: -row[j])
+        hits += any(j in pos for j in ranked[:k])
+    return hits / len(sim)
+
+
+# --- recall@k ------------------------------------------------------------------------------
+
+
+def test_recall_with_several_positives_per_query_by_hand():
+    sim = torch.tensor(
+        [
+            [0.9, 0.1, 0.8, 0.3, 0.2],  # ranking 0, 2, 3, 4, 1
+            [0.1, 0.2, 0.3, 0.4, 0.5],  # ranking 4, 3, 2, 1, 0
+            [0.5, 0.4, 0.9, 0.1, 0.0],  # ranking 2, 0, 1, 3, 4
+        ]
+    )
+    positives = [{2, 3}, {0}, {1, 4}]  # first hits at ranks 2, 5, 3
+    got = recall_at_k(sim, positives, ks=(1, 2, 3, 5))
+    assert got == {"R@1": 0.0, "R@2": pytest.approx(1 / 3), "R@3": pytest.approx(2 / 3), "R@5": 1.0}
+
+
+def test_recall_matches_a_loop_on_random_data():
+    rng = np.random.default_rng(0)
+    sim = rng.standard_normal((25, 40))
+    positives = [set(rng.choice(40, size=rng.integers(1, 4), replace=False).tolist()) for _ in range(25)]
+    got = recall_at_k(sim, positives, ks=(1, 5, 10))
+    for k in (1, 5, 10):
+        assert got[f"R@{k}"] == pytest.approx(recall_reference(sim.tolist(), positives, k))
+
+
+def test_recall_accepts_an_index_vector_or_a_mask():
+    rng = np.random.default_rng(1)
+    sim = torch.from_numpy(rng.standard_normal((6, 9)))
+    index = torch.tensor([0, 3, 8, 2, 2, 5])
+    mask = torch.zeros(6, 9, dtype=torch.bool)
+    mask[torch.arange(6), index] = True
+    as_sets = recall_at_k(sim, [{int(i)} for i in index])
+    assert recall_at_k(sim, index) == as_sets == recall_at_k(sim, mask)
+
+
+def test_recall_k_beyond_the_gallery_counts_every_query():
+    assert recall_at_k(torch.rand(3, 4), [{0}, {1}, {3}], ks=(10,)) == {"R@10": 1.0}
+
+
+def test_recall_rejects_queries_without_positives_and_bad_indices():
+    with pytest.raises(InputError, match=r"queries \[1\] have no positive"):
+        recall_at_k(torch.rand(2, 3), [{0}, set()])
+    with pytest.raises(InputError, match="outside 0..2"):
+        recall_at_k(torch.rand(2, 3), [{0}, {3}])
+    with pytest.raises(InputError, match="one set per query"):
+        recall_at_k(torch.rand(2, 3), [{0}])
+
+
+# --- top-k accuracy ------------------------------------------------------------------------
+
+
+def test_topk_accuracy_by_hand_and_against_a_loop():
+    logits = torch.tensor([[0.1, 0.7, 0.2], [0.5, 0.3, 0.2], [0.2, 0.3, 0.5]])
+    labels = torch.tensor([1, 1, 0])  # ranks 1, 2, 3
+    assert topk_accuracy(logits, labels, ks=(1, 2, 5)) == {
+        "top1": pytest.approx(1 / 3), "top2": pytest.approx(2 / 3), "top5": 1.0
+    }
+    rng = np.random.default_rng(2)
+    logits, labels = rng.standard_normal((50, 12)), rng.integers(0, 12, 50)
+    got = topk_accuracy(logits, labels, ks=(1, 5))
+    for k in (1, 5):
+        want = sum(int(l) in sorted(range(12), key=lambda j: -row[j])[:k] for row, l in zip(logits, labels)) / 50
+        assert got[f"top{k}"] == pytest.approx(want)
+
+
+def test_topk_accuracy_rejects_labels_outside_the_classes():
+    with pytest.raises(InputError, match="0..2"):
+        topk_accuracy(torch.rand(2, 3), torch.tensor([0, 3]))
+
+
+# --- heatmap -------------------------------------------------------------------------------
+
+
+def test_heatmap_groups_rows_and_columns_by_class():
+    a = torch.tensor([[1.0, 0.0], [0.0, 2.0], [1.0, 1.0], [3.0, 0.0]])
+    b = torch.tensor([[0.0, 1.0], [2.0, 0.0], [1.0, 1.0]])
+    labels_a, labels_b = ["dog", "cat", "dog", "cat"], ["cat", "dog", "bird"]
+    hm = similarity_heatmap(a, b, labels_a, labels_b)
+    assert hm.classes == ["bird", "cat", "dog"]
+    assert hm.row_order.tolist() == [1, 3, 0, 2]  # cats, then dogs; stable within a class
+    assert hm.row_labels == ["cat", "cat", "dog", "dog"]
+    assert hm.col_order.tolist() == [2, 0, 1] and hm.col_labels == ["bird", "cat", "dog"]
+    for i, r in enumerate(hm.row_order):
+        for j, c in enumerate(hm.col_order):
+            u, v = a[r].tolist(), b[c].tolist()
+            cos = (u[0] * v[0] + u[1] * v[1]) / math.hypot(*u) / math.hypot(*v)
+            assert hm.matrix[i, j] == pytest.approx(cos, abs=1e-6)
+
+
+def test_heatmap_classes_choose_order_and_leave_out_the_rest():
+    a, b = torch.eye(3), torch.eye(3)
+    hm = similarity_heatmap(a, b, ["x", "y", "z"], ["z", "y", "x"], classes=["z", "x"])
+    assert hm.row_labels == ["z", "x"] and hm.col_labels == ["z", "x"]
+    # row "z" is a[2] = e2, column "z" is b[0] = e0; row "x" = e0, column "x" = b[2] = e2
+    assert hm.matrix.shape == (2, 2) and hm.matrix.tolist() == [[0.0, 1.0], [1.0, 0.0]]
+
+
+# --- modality gap --------------------------------------------------------------------------
+
+
+def test_modality_gap_is_the_distance_between_normalised_means():
+    assert modality_gap(torch.tensor([[2.0, 0.0]]), torch.tensor([[0.0, 5.0]])) == pytest.approx(math.sqrt(2))
+    a = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+    b = torch.tensor([[1.0, 1.0], [3.0, 0.0]])
+    mean_b = [(1 / math.sqrt(2) + 1) / 2, (1 / math.sqrt(2)) / 2]
+    assert modality_gap(a, b) == pytest.approx(math.hypot(0.5 - mean_b[0], 0.5 - mean_b[1]))
+    assert modality_gap(a, a * 3) == pytest.approx(0.0, abs=1e-7)
+
+
+# --- retrieval probe -----------------------------------------------------------------------
+
+
+def test_probe_on_one_shared_space_is_perfect_for_both_protocols():
+    a = torch.randn(1000, 16, generator=torch.Generator().manual_seed(3))
+    res = retrieval_probe(a, a.clone(), trials=5)
+    assert (res.n_anchors, res.n_queries, res.k, res.p) == (900, 100, 90, 8.0)
+    assert res.direct_mean == 1.0 and res.asif_mean == 1.0 and res.asif_std == 0.0
+
+
+def test_probe_asif_aligns_spaces_that_direct_cosine_cannot():
+    g = torch.Generator().manual_seed(4)
+    a = torch.randn(400, 12, generator=g)
+    rotation = torch.linalg.qr(torch.randn(12, 12, generator=g))[0]
+    b = a @ rotation + 0.05 * torch.randn(400, 12, generator=g)  # same geometry, other axes
+    res = retrieval_probe(a, b, trials=10, seed=0)
+    assert res.asif_mean > 0.9 and res.direct_mean < 0.3
+    assert res.chance == pytest.approx(1 / res.n_queries)
+
+
+def test_probe_scales_down_for_small_sets_as_documented_and_is_seeded():
+    g = torch.Generator().manual_seed(5)
+    a, b = torch.randn(200, 8, generator=g), torch.randn(200, 6, generator=g)
+    res = retrieval_probe(a, b, trials=4, seed=7)
+    assert (res.n_queries, res.n_anchors, res.k) == (20, 180, 18)
+    assert res.direct_mean is None and res.direct_trials is None  # different widths: no shared space
+    again = retrieval_probe(a, b, trials=4, seed=7)
+    assert again.asif_trials.tolist() == res.asif_trials.tolist()
+    assert len(res.asif_trials) == 4 and res.asif_std == pytest.approx(np.std(res.asif_trials, ddof=1))
+
+
+def test_probe_rejects_unpaired_inputs():
+    with pytest.raises(InputError, match="paired row by row"):
+        retrieval_probe(torch.randn(10, 3), torch.randn(9, 3))
