@@ -104,6 +104,10 @@ def run_probe(set_name: str, model: str, a_mod: str, b_mod: str, anchors: int, k
 
 
 def _classes(set_name: str) -> list[str]:
+    from xmodal_core.data import manifest_path
+
+    if not manifest_path(analysis.get_set(set_name).manifest).is_file():
+        return []  # not built yet: building waits until a person picks the set (keeps start-up fast)
     try:
         return analysis.classes_of(set_name)
     except Exception:  # noqa: BLE001 - an unbuilt set has no classes yet; on_set says why

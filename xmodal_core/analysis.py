@@ -74,7 +74,7 @@ def sample(set_name: str, modalities: Sequence[str], per_class: int, *, classes:
     Raises:
         DatasetError: the set is not built (with the command that builds it) or has no such records.
     """
-    from xmodal_core.data import load_manifest
+    from xmodal_core.data import ensure_dataset, load_manifest
 
     spec = get_set(set_name)
     if per_class < 1:
@@ -82,7 +82,7 @@ def sample(set_name: str, modalities: Sequence[str], per_class: int, *, classes:
     bad = [m for m in modalities if m not in spec.modalities]
     if bad:
         raise InputError(f"{spec.title} has no {', '.join(bad)}; it has {', '.join(spec.modalities)}")
-    records = load_manifest(spec.manifest, split=split)
+    records = load_manifest(ensure_dataset(spec.manifest), split=split)
     by_class: dict[str, list] = defaultdict(list)
     for r in records:
         c = spec.class_of(r)
@@ -106,11 +106,11 @@ def sample(set_name: str, modalities: Sequence[str], per_class: int, *, classes:
 
 
 def classes_of(set_name: str) -> list[str]:
-    """Every class name of a built set, sorted."""
-    from xmodal_core.data import load_manifest
+    """Every class name of a set (built first when missing), sorted."""
+    from xmodal_core.data import ensure_dataset, load_manifest
 
     spec = get_set(set_name)
-    return sorted({c for c in (spec.class_of(r) for r in load_manifest(spec.manifest)) if c is not None})
+    return sorted({c for c in (spec.class_of(r) for r in load_manifest(ensure_dataset(spec.manifest))) if c is not None})
 
 
 # ---------------------------------------------------------------- models
@@ -301,11 +301,11 @@ class ProbeRow:
 def probe(set_name: str, model: str, a_modality: str, b_modality: str, *, n_pairs: int = 400, n_anchors: int = 300,
           n_queries: int = 50, k: int = 30, p: float = 8.0, trials: int = 20, seed: int = 0) -> ProbeRow:
     """Direct-cosine and ASIF retrieval probes a -> b (Maestro analysis) and the modality gap."""
-    from xmodal_core.data import load_manifest
+    from xmodal_core.data import ensure_dataset, load_manifest
     from xmodal_core.metrics import modality_gap, retrieval_probe
 
     spec = get_set(set_name)
-    records = [r for r in load_manifest(spec.manifest)
+    records = [r for r in load_manifest(ensure_dataset(spec.manifest))
                if r.item(a_modality) is not None and r.item(b_modality) is not None]
     if len(records) < 4:
         raise DatasetError(f"{spec.title} has {len(records)} {a_modality}/{b_modality} pairs; a probe needs 4")

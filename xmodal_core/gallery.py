@@ -522,7 +522,7 @@ def default_gallery(*, progress: Progress | None = None, build: bool = True) -> 
 
     Builds a missing set first when `build` (about a minute for Tux Paint on a laptop).
     """
-    from xmodal_core.data import build_dataset, load_manifest
+    from xmodal_core.data import ensure_dataset, load_manifest
 
     with _build_lock(DEFAULT_NAME):
         with _registry_lock:
@@ -530,13 +530,7 @@ def default_gallery(*, progress: Progress | None = None, build: bool = True) -> 
                 return _galleries[DEFAULT_NAME]
         items: list[GalleryItem] = []
         for set_name in DEFAULT_SETS:
-            try:
-                records = load_manifest(set_name)
-            except DatasetError:
-                if not build:
-                    raise
-                build_dataset(set_name, progress=progress)
-                records = load_manifest(set_name)
+            records = load_manifest(ensure_dataset(set_name, progress=progress) if build else set_name)
             for r in records:
                 if r.image is None:
                     continue

@@ -15,7 +15,7 @@ _EXPORTS = {
     "Record": "manifest", "BuildSummary": "manifest", "load_manifest": "manifest", "write_manifest": "manifest",
     "split_by_group": "manifest", "list_datasets": "manifest", "iter_manifest": "manifest",
     "check_disjoint": "manifest", "count_records": "manifest", "dataset_dir": "manifest", "manifest_path": "manifest",
-    "build_dataset": "builders", "BUILDERS": "builders", "class_word_overlap": "builders",
+    "build_dataset": "builders", "ensure_dataset": "builders", "BUILDERS": "builders", "class_word_overlap": "builders",
     "Voice": "tts", "SpeechRequest": "tts", "list_voices": "tts", "default_voices": "tts", "speak_texts": "tts",
     "synthesize": "tts", "plan_speech": "tts", "available_engines": "tts", "round_trip_wer": "tts",
     "request_for": "tts", "voice_person": "tts",

@@ -15,6 +15,7 @@ import inspect
 import re
 import struct
 import subprocess
+import threading
 import time
 import unicodedata
 import xml.etree.ElementTree as ET
@@ -637,3 +638,39 @@ def build_dataset(name: str, *, limit: int | None = None, progress: Progress | N
     summary.seconds = round(time.perf_counter() - start, 2)
     write_summary(out_dir, summary)
     return summary
+
+
+_ENSURE_LOCK = threading.Lock()
+
+
+def ensure_dataset(name: str, *, progress: Progress | None = None) -> Path:
+    """The manifest of set `name`, building it first when it is missing (the app and tools call this).
+
+    `NAME-tts` sets are built from `NAME` and then spoken (`speak_dataset`). Builds are
+    serialised in-process so two pages asking at once build once.
+
+    Returns:
+        Path of the manifest.
+
+    Raises:
+        DatasetError: `name` is neither a built set nor one xmodal knows how to build.
+    """
+    from xmodal_core.data.manifest import manifest_path
+
+    path = manifest_path(name)
+    if path.is_file():
+        return path
+    with _ENSURE_LOCK:
+        if path.is_file():
+            return path
+        base = name[: -len("-tts")] if name.endswith("-tts") else name
+        if base not in BUILDERS:
+            raise DatasetError(f"no data set {name!r} is built and xmodal does not know how to build it; "
+                               f"known: {', '.join(sorted(BUILDERS))} (and NAME-tts for spoken versions)")
+        if not manifest_path(base).is_file():
+            build_dataset(base, progress=progress)
+        if name != base:
+            from xmodal_core.data.speak import speak_dataset
+
+            speak_dataset(base, progress=progress)
+    return path
