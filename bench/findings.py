@@ -1,0 +1,354 @@
+"""The papers' findings, reproduced in small, evaluated on real human speech.
+
+    python -m bench.findings            # full training sets -> bench/results/findings.json
+    python -m bench.findings --quick    # 200 training pairs, 1-2 epochs -> findings_quick.json
+    python -m bench.findings --only maestro vgs
+
+Sections (each one's data split is in its JSON; one failing section does not stop the others,
+but makes the exit status non-zero):
+
+- cwcl_vs_cl: zero-shot top-1 for k = 1, 5, 10 simple templates and the 48 general ones, CWCL
+  against CL (FSDD spoken digits, Tux Paint categories, Fashion-MNIST), from
+  `trainers.experiments` (CWCL paper: CWCL loses less as templates shrink).
+- lock_location: none / speech / text / both locked, speech-text, from `trainers.experiments`.
+- maestro: t-SNE of speech and text embeddings before (raw Whisper, raw MiniLM) and after
+  alignment (the shared space Search uses: the default model in the full run), the modality gap, and the retrieval probe (direct cosine vs ASIF: 100 trials,
+  k = 90 of 900 anchors, p = 8, scaled to the data by `metrics.retrieval_probe`) on the raw
+  towers and in the aligned space, for speech-text and image-text pairs.
+- teacher_student: S -> T and T -> S retrieval of a speech student trained with the L2 loss to a
+  frozen MiniLM teacher (the paper found T -> S higher), next to the CWCL run.
+- vgs: FaST-VGS coarse / fine / coarse-to-fine R@k and ms per query for (lambda_c, lambda_f) in
+  {(1, 0), (0.1, 1), (1, 1)}, each trained on an equal, CPU-sized budget (640 pairs, 2 epochs in
+  the full run), queries spoken by people (and, apart, by held-out synthetic voices) against
+  all 1,033 Tux Paint images.
+- domain_gap: every search mode (cascade, shared-space coarse, VGS coarse / CTF) on speech by
+  people vs held-out synthetic voices, same gallery: models trained on synthetic speech, used
+  on real speech.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+import traceback
+from pathlib import Path
+from typing import Any, Callable
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+from bench._common import write_result  # noqa: E402
+from bench.training import (ensure_dataset, ensure_run, ensure_standard_run, log, shared_space_runs,  # noqa: E402
+                            spoken_tuxpaint, standard_config)
+
+SECTIONS = ("cwcl_vs_cl", "lock_location", "maestro", "teacher_student", "vgs", "domain_gap")
+HUMAN_SPEECH_SETS = ("tuxpaint", "ktuberling", "librivox")  # real speech with a distinct text per clip
+
+
+# ============================================================================ data
+
+def human_speech_text_pairs() -> list:
+    """Records with speech recorded by people and its text: Tux Paint descriptions (split test),
+    ktuberling words, LibriVox sentences (all test)."""
+    from xmodal_core.data.manifest import load_manifest
+
+    out = []
+    for name in HUMAN_SPEECH_SETS:
+        out += [r for r in load_manifest(ensure_dataset(name), split="test") if r.audio and r.text]
+    return out
+
+
+def _pooled(encoder: str, records: list, modality: str) -> np.ndarray:
+    from xmodal_core.data.features import FeatureCache
+
+    return FeatureCache(encoder).get(records, modality)
+
+
+def _aligned_embed(run: dict, modality: str, features: np.ndarray) -> np.ndarray:
+    from trainers.align import load_aligned
+
+    aligned = load_aligned(run["run_dir"])
+    with torch.no_grad():
+        return aligned.model.embed(modality, torch.as_tensor(features)).float().numpy()
+
+
+# ============================================================================ sections
+
+def section_experiments(kind: str, quick: bool) -> dict[str, Any]:
+    """CWCL vs CL templates table and the lock-location table come from trainers.experiments
+    (owned by the default-model work); this only calls it and records what it returns."""
+    try:
+        import trainers.experiments as experiments
+    except ImportError as exc:
+        return {"blocked": f"trainers.experiments is not available yet ({exc})"}
+    fn_name = {"cwcl_vs_cl": "cwcl_vs_cl_templates", "lock_location": "lock_location"}[kind]
+    fn = getattr(experiments, fn_name, None)
+    if fn is None:
+        return {"blocked": f"trainers.experiments has no {fn_name}()"}
+    result = fn(quick=quick)
+    return result if isinstance(result, dict) else {"result": result}
+
+
+def _probe(a: np.ndarray, b: np.ndarray, seed: int = 0) -> dict[str, Any]:
+    from xmodal_core.metrics import modality_gap, retrieval_probe
+
+    res = retrieval_probe(a, b, trials=100, n_anchors=900, n_queries=100, k=90, p=8.0, seed=seed)
+    out = {"direct_top1": None if res.direct_mean is None else round(res.direct_mean, 4),
+           "direct_std": None if res.direct_std is None else round(res.direct_std, 4),
+           "asif_top1": round(res.asif_mean, 4), "asif_std": round(res.asif_std, 4),
+           "chance": round(res.chance, 4), "trials": res.trials, "queries": res.n_queries,
+           "anchors": res.n_anchors, "k": res.k, "p": res.p,
+           "modality_gap": round(modality_gap(a, b), 4) if a.shape[1] == b.shape[1] else None,
+           "dims": [int(a.shape[1]), int(b.shape[1])]}
+    if out["direct_top1"] is not None:
+        out["asif_minus_direct"] = round(out["asif_top1"] - out["direct_top1"], 4)
+    return out
+
+
+def _tsne(blocks: dict[str, np.ndarray]) -> dict[str, Any]:
+    from xmodal_core.projection import project
+
+    names = list(blocks)
+    proj = project(np.concatenate([blocks[n] for n in names]), "tsne", seed=0, cache=False)
+    coords = np.round(proj.coords, 3)
+    out, start = {}, 0
+    for n in names:
+        out[n] = coords[start:start + len(blocks[n])].tolist()
+        start += len(blocks[n])
+    return {"points": out, "seconds": round(proj.seconds, 2), "params": proj.params}
+
+
+def section_maestro(quick: bool) -> dict[str, Any]:
+    """Raw towers vs the aligned space: modality gap, direct-cosine vs ASIF probes, t-SNE."""
+    from xmodal_core.data.manifest import load_manifest
+
+    shared = shared_space_runs(quick)
+    speech_run, image_run = shared["speech"], shared["image"]
+    tts = spoken_tuxpaint(quick)
+    human = human_speech_text_pairs()
+    synthetic = [r for s in ("test", "val") for r in load_manifest(tts, split=s) if r.audio and r.text]
+    tux = ensure_dataset("tuxpaint")
+    images = [r for s in ("test", "val") for r in load_manifest(tux, split=s) if r.image and r.text]
+    sets = {
+        "speech_text_human": ("speech", human, "tuxpaint / ktuberling / librivox split test: speech by people "
+                                               f"({len(human)} pairs)"),
+        "speech_text_synthetic_heldout": ("speech", synthetic, f"{tts} splits test + val: synthetic voices held "
+                                                               f"out of training ({len(synthetic)} pairs)"),
+        "image_text": ("image", images, f"tuxpaint splits test + val: stamp images and their captions "
+                                        f"({len(images)} pairs)"),
+    }
+    out: dict[str, Any] = {"runs": {"speech": Path(speech_run["run_dir"]).name,
+                                    "image": Path(image_run["run_dir"]).name, "source": speech_run["source"]},
+                           "protocol": "metrics.retrieval_probe: 100 trials, paper sizes 900 anchors / 100 "
+                                       "queries / k=90 / p=8, scaled down to the data (k/anchors kept at 0.1)",
+                           "sets": {}}
+    for name, (modality, records, data) in sets.items():
+        log(f"maestro: {name} ({len(records)} pairs)")
+        run = speech_run if modality == "speech" else image_run
+        encoder = run["config"]["encoders"][modality]  # the tower the aligned head sits on
+        raw = _pooled(encoder, records, modality)
+        text = _pooled("minilm", records, "text")
+        aligned = _aligned_embed(run, modality, raw)
+        row = {"data": data, "modality": modality,
+               "raw": {"towers": f"{encoder} pooled vs minilm", **_probe(raw, text)},
+               "aligned": {"towers": f"{run['tag']} {modality} head -> locked minilm", **_probe(aligned, text)}}
+        if modality == "speech":
+            row["tsne"] = {"before": _tsne({"speech": raw, "text": text}),
+                           "after": _tsne({"speech": aligned, "text": text})}
+        out["sets"][name] = row
+        log(f"  raw: direct {row['raw']['direct_top1']} asif {row['raw']['asif_top1']} gap "
+            f"{row['raw']['modality_gap']}; aligned: direct {row['aligned']['direct_top1']} asif "
+            f"{row['aligned']['asif_top1']} gap {row['aligned']['modality_gap']}")
+    s = out["sets"]
+    out["checks"] = {
+        "asif_beats_direct_on_raw_speech_text": s["speech_text_human"]["raw"]["asif_top1"]
+        > (s["speech_text_human"]["raw"]["direct_top1"] or 0),
+        "alignment_makes_direct_competitive_speech_text":
+            (s["speech_text_human"]["aligned"]["direct_top1"] or 0) >= 0.9 * s["speech_text_human"]["aligned"]["asif_top1"],
+        "alignment_shrinks_modality_gap": (s["speech_text_human"]["aligned"]["modality_gap"] or 0)
+        < (s["speech_text_human"]["raw"]["modality_gap"] or 0),
+    }
+    return out
+
+
+def section_teacher_student(quick: bool) -> dict[str, Any]:
+    """L2 teacher-student vs CWCL, speech -> text (S->T) and text -> speech (T->S) R@k."""
+    from trainers.align import evaluate_run
+
+    tts = spoken_tuxpaint(quick)
+    kind, cwcl_cfg = standard_config("speech-text-cwcl", quick, tts)
+    l2_cfg = {**cwcl_cfg, "loss": "l2"}
+    runs = {"l2": ensure_run(kind, l2_cfg, f"speech-text-l2{'-quick' if quick else ''}"),
+            "cwcl": ensure_standard_run("speech-text-cwcl", quick)}
+    evals = {"tuxpaint split test (speech by people)": ("tuxpaint", "test"),
+             f"{tts} split test (synthetic held-out voices)": (tts, "test")}
+    out: dict[str, Any] = {"runs": {k: Path(v["run_dir"]).name for k, v in runs.items()}, "results": {}}
+    for label, (dataset, split) in evals.items():
+        for loss, run in runs.items():
+            m = evaluate_run(run["run_dir"], dataset, split)
+            row = {"S->T": {f"R@{k}": round(m[f"speech2text_r@{k}"], 4) for k in (1, 5, 10)},
+                   "T->S": {f"R@{k}": round(m[f"text2speech_r@{k}"], 4) for k in (1, 5, 10)}}
+            row["T->S_minus_S->T_R@1"] = round(row["T->S"]["R@1"] - row["S->T"]["R@1"], 4)
+            out["results"].setdefault(label, {})[loss] = row
+            log(f"teacher-student {loss} on {label}: S->T R@1 {row['S->T']['R@1']}, T->S R@1 {row['T->S']['R@1']}")
+    human = out["results"]["tuxpaint split test (speech by people)"]["l2"]
+    out["finding"] = ("T->S higher than S->T (as the paper)" if human["T->S"]["R@1"] > human["S->T"]["R@1"]
+                      else "S->T at least as high as T->S (unlike the paper)")
+    return out
+
+
+VGS_LAMBDAS = ((1.0, 0.0), (0.1, 1.0), (1.0, 1.0))
+VGS_TABLE_BUDGET = {"max_train": 640, "epochs": 2}  # each of the three runs: ~40 optimiser steps
+
+
+def query_sets(quick: bool) -> dict[str, tuple[str, list]]:
+    """name -> (description, [(speech record, image record)]): Tux Paint descriptions spoken by
+    people (split test), and the same captions spoken by synthetic voices held out of training
+    (spoken Tux Paint, split test: in-domain for models trained on synthetic speech)."""
+    from bench.search_latency import human_queries
+    from xmodal_core.data.manifest import load_manifest
+
+    human = human_queries(20 if quick else None)
+    tts = spoken_tuxpaint(quick)
+    image_of = {r.group: r for r in load_manifest(ensure_dataset("tuxpaint")) if r.image}
+    synthetic = [(r, image_of[r.group]) for r in load_manifest(tts, split="test") if r.audio and r.group in image_of]
+    synthetic = synthetic[:20 if quick else 80]
+    return {"human": (f"tuxpaint split test, spoken descriptions by people ({len(human)})", human),
+            "synthetic_heldout": (f"{tts} split test, synthetic voices held out of training ({len(synthetic)})",
+                                  synthetic)}
+
+
+def _gallery_and_truth(quick: bool, sets: dict[str, tuple[str, list]]):
+    from bench.search_latency import gallery_records
+    from xmodal_core.audio import load_audio
+
+    targets = [img for _, pairs in sets.values() for _, img in pairs]
+    records, counts = gallery_records(200 if quick else 1033, targets)
+    groups: dict[str, set[str]] = {}
+    for r in records:
+        groups.setdefault(r.group, set()).add(r.id)
+    data = {name: ([load_audio(s.audio) for s, _ in pairs], [groups.get(s.group, set()) for s, _ in pairs])
+            for name, (_, pairs) in sets.items()}
+    return records, counts, data
+
+
+def section_vgs(quick: bool) -> dict[str, Any]:
+    """FaST-VGS coarse / fine / CTF accuracy and time for three loss weightings."""
+    from bench.search_latency import Pipelines, latency_stats, recall_of, run_queries
+
+    tts = spoken_tuxpaint(quick)
+    kind, standard = standard_config("vgs", quick, tts)
+    base = standard
+    if not quick:  # three runs of the full recipe are hours on a CPU: a shorter, equal budget for each
+        base = {**base, **VGS_TABLE_BUDGET}
+    sets = query_sets(quick)
+    records, counts, data = _gallery_and_truth(quick, sets)
+    n_fine = 20 if quick else 30
+    out: dict[str, Any] = {"queries": {name: desc for name, (desc, _) in sets.items()},
+                           "fine_queries": n_fine,
+                           "gallery": f"{len(records)} real images ({counts})",
+                           "trained_on": f"{tts} split train ({base.get('max_train') or 'all'} pairs, "
+                                         f"{base['epochs']} epoch(s), fine loss over {base['fine_batch']}^2 pairs)",
+                           "rows": []}
+    for lc, lf in VGS_LAMBDAS:
+        cfg = {**base, "lambda_coarse": lc, "lambda_fine": lf}
+        if lf == 0:
+            cfg["best_metric"] = "s2i_coarse_r@1"  # the fine scorer is not trained: pick by coarse
+        tag = "vgs" if cfg == standard else f"vgs-table-{lc:g}-{lf:g}"  # the search benchmark's run
+        run = ensure_run(kind, cfg, f"{tag}{'-quick' if quick else ''}")
+        pipes = Pipelines(records, run)
+        row: dict[str, Any] = {"lambda_c": lc, "lambda_f": lf, "run": Path(run["run_dir"]).name,
+                               "best_metric": cfg.get("best_metric", "s2i_ctf_r@1"),
+                               "train_seconds": run["train_seconds"], "val": run["best_val"]}
+        for set_name, (audios, truth) in data.items():
+            ranked, times = run_queries(pipes, audios, n_fine)
+            cells = {}
+            for mode, name in (("vgs-coarse", "coarse"), ("vgs-fine", "fine"), ("vgs-ctf", "coarse-to-fine")):
+                cells[name] = {**recall_of(ranked[mode], truth[:len(ranked[mode])]),
+                               "ms_per_query_p50": latency_stats(times[mode])["p50_ms"], "n": len(ranked[mode])}
+            cells["coarse-to-fine_on_fine_queries"] = recall_of(ranked["vgs-ctf"][:n_fine], truth[:n_fine])
+            if set_name == "human":
+                row.update(cells)  # the headline numbers: real speech
+            else:
+                row[set_name] = cells
+        out["rows"].append(row)
+        log(f"vgs ({lc}, {lf}): " + ", ".join(f"{n} R@10 {row[n]['R@10']} {row[n]['ms_per_query_p50']} ms"
+                                             for n in ("coarse", "fine", "coarse-to-fine"))
+            + " | synthetic: " + ", ".join(f"{n} R@10 {row['synthetic_heldout'][n]['R@10']}"
+                                           for n in ("coarse", "fine", "coarse-to-fine")))
+    return out
+
+
+def section_domain_gap(quick: bool) -> dict[str, Any]:
+    """Every search mode on speech by people vs held-out synthetic voices, same gallery: do the
+    models trained on synthetic speech carry over to real speech?"""
+    from bench.search_latency import Pipelines, recall_of, run_queries
+
+    runs = {"vgs": ensure_standard_run("vgs", quick), **shared_space_runs(quick)}
+    sets = query_sets(quick)
+    records, counts, data = _gallery_and_truth(quick, sets)
+    pipes = Pipelines(records, runs["vgs"], runs["speech"], runs["image"])
+    out: dict[str, Any] = {"queries": {name: desc for name, (desc, _) in sets.items()},
+                           "gallery": f"{len(records)} real images ({counts})",
+                           "chance_R@10": round(min(1.0, 10 / len(records)), 4),
+                           "runs": {k: Path(v["run_dir"]).name for k, v in runs.items()}, "modes": {}}
+    for set_name, (audios, truth) in data.items():
+        ranked, _ = run_queries(pipes, audios, 0)  # fine (every image) is left out: see the vgs section
+        for mode, ids in ranked.items():
+            if ids:
+                out["modes"].setdefault(mode, {})[set_name] = recall_of(ids, truth)
+    for mode, row in out["modes"].items():
+        log(f"domain gap {mode}: " + ", ".join(f"{k} R@10 {v['R@10']}" for k, v in row.items()))
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="200 training pairs, 1-2 epochs, 20 queries")
+    parser.add_argument("--only", nargs="+", choices=SECTIONS, default=None)
+    parser.add_argument("--threads", type=int, default=None)
+    args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    fns: dict[str, Callable[[bool], dict]] = {
+        "cwcl_vs_cl": lambda q: section_experiments("cwcl_vs_cl", q),
+        "lock_location": lambda q: section_experiments("lock_location", q),
+        "maestro": section_maestro, "teacher_student": section_teacher_student, "vgs": section_vgs,
+        "domain_gap": section_domain_gap}
+    name = "findings_quick" if args.quick else "findings"
+    previous = {}
+    if args.only:  # keep the other sections of an earlier run
+        import json
+
+        from bench._common import RESULTS_DIR
+
+        path = RESULTS_DIR / f"{name}.json"
+        if path.is_file():
+            previous = json.loads(path.read_text(encoding="utf-8")).get("sections", {})
+    sections, failed = dict(previous), []
+    for section in args.only or SECTIONS:
+        log(f"== {section}")
+        t0 = time.perf_counter()
+        try:
+            sections[section] = {**fns[section](args.quick), "seconds": round(time.perf_counter() - t0, 1)}
+        except Exception as exc:  # noqa: BLE001 - one broken finding must not lose the others
+            traceback.print_exc()
+            sections[section] = {"error": f"{type(exc).__name__}: {exc}"}
+            failed.append(section)
+    payload = {"quick": args.quick, "sections": sections, "torch_threads": torch.get_num_threads(),
+               "note": "quick mode trains on 200 pairs for 1-2 epochs: its numbers check the pipeline, not the "
+                       "papers" if args.quick else "full training splits"}
+    path = write_result(name, payload)
+    log(f"wrote {path}" + (f"; failed sections: {failed}" if failed else ""))
+    blocked = [s for s, v in sections.items() if isinstance(v, dict) and "blocked" in v]
+    if blocked:
+        log(f"blocked sections (waiting on other modules): {blocked}")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,67 @@
+"""Benchmarks: the quick variant writes complete JSON (every expected number present) and the
+report renders every table from it, each naming its data, machine and date."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from bench import report, run_all
+
+REPO = Path(__file__).resolve().parent.parent
+FAST_SUBSET = ("losses", "index", "training")  # real data and models, ~3 min on 2 busy cores with caches
+
+
+def test_validate_names_every_missing_or_non_numeric_value():
+    doc = {"date": "2026-01-01", "runs": [{"n": 10, "ms": 1.5}, {"n": 20, "ms": None}], "empty": [],
+           "section": {"blocked": "waiting for trainers.experiments"}, "ok": {"error": None}}
+    problems = run_all.validate(doc, ["date:str", "runs.*.n", "runs.*.ms", "empty.*.x", "nope.x",
+                                      "section:present", "runs.*.n:str"])
+    text = "\n".join(problems)
+    assert "runs.1.ms: expected a number, got None" in text
+    assert "empty: expected a non-empty list" in text
+    assert "(top): missing 'nope'" in text
+    assert "section: waiting for trainers.experiments" in text
+    assert "runs.0.n: expected a non-empty string" in text
+    assert not run_all.validate(doc, ["date:str", "runs.0.ms", "runs.*.n"])
+    assert run_all.validate({"x": True}, ["x"]) and run_all.validate({"x": float("nan")}, ["x"])
+
+
+def test_every_benchmark_module_exists_and_has_a_schema():
+    for bench in run_all.BENCHES:
+        assert (REPO / "bench" / f"{bench.name}.py").is_file(), bench.name
+        assert bench.schema and bench.quick_timeout_s <= 600
+
+
+@pytest.mark.slow
+def test_quick_benchmarks_write_every_number_and_the_report_shows_them(tmp_path):
+    from tests.browser_helpers import cache_home
+
+    # The content-keyed caches (built sets, frozen features, converted weights) of the shared
+    # test home make this a few minutes instead of a fresh build.
+    env = dict(os.environ, XMODAL_HOME=str(cache_home()), HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1")
+    proc = subprocess.run([sys.executable, "-m", "bench.run_all", "--quick", "--only", *FAST_SUBSET],
+                          cwd=REPO, env=env, capture_output=True, text=True, timeout=570)
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
+    assert "every expected number is present" in proc.stdout
+
+    for name in FAST_SUBSET:
+        doc = json.loads(run_all.result_path(name, quick=True).read_text())
+        assert doc["machine"]["cpu_count"] >= 1 and doc["date"]
+
+    out = tmp_path / "RESULTS.md"
+    text = report.build(run_all.RESULTS, out, quick_only=True)
+    assert out.read_text(encoding="utf-8") == text
+    targets = text.split("## Targets", 1)[1].split("\n## ", 1)[0]
+    assert "cached epoch ≥ 20x faster than recomputing (image_text)" in targets
+    assert "CWCL step ≤ 1.2x CL (speech_text, full train step)" in targets
+    assert "**met**" in targets or "**not met**" in targets
+    # every table of the measured sections is followed by its caption: data, machine, date
+    for section in ("## Vector index", "## Training"):
+        body = text.split(section, 1)[1].split("\n## ", 1)[0]
+        assert "|---" in body and "*Data:" in body and "Machine:" in body and "Date: 20" in body
+        assert "Quick variant" in body
