@@ -75,7 +75,9 @@ def draw_map(set_name: str, model: str, modalities: list, method: str, color_by:
 
 @guarded
 def draw_heatmap(set_name: str, model: str, row_mod: str, col_mod: str, classes: list, per_class: int):
-    hm = analysis.heatmap(set_name, model, row_mod, col_mod, classes or [], per_class=int(per_class))
+    # No classes picked (e.g. the set was built after the page loaded): take its first four.
+    classes = classes or analysis.classes_of(set_name)[:4]
+    hm = analysis.heatmap(set_name, model, row_mod, col_mod, classes, per_class=int(per_class))
     diag = _block_contrast(hm)
     title = f"{row_mod} vs {col_mod} cosine — {analysis.model_title(model)}"
     return heatmap_figure(hm, row_mod, col_mod, title), diag
