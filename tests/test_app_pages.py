@@ -169,8 +169,10 @@ def test_template_lists_are_saved_in_sqlite_and_loaded_back(xmodal_home):
         tpage.save_list("", "a {}")
 
 
-def test_zero_shot_on_an_unbuilt_set_says_how_to_build_it(xmodal_home):
-    with pytest.raises(gr.Error, match="build the set first"):
+def test_zero_shot_refuses_an_unknown_set_and_a_cascade_on_images(xmodal_home):
+    with pytest.raises(gr.Error, match="unknown set .no-such-set.; choose one of fsdd"):
+        tpage.evaluate("a {}", "no-such-set", ["cascade"], 2)
+    with pytest.raises(gr.Error, match="cascade has no image vector"):
         tpage.evaluate("a {}", "fashion-mnist", ["cascade"], 2)
 
 
@@ -191,8 +193,8 @@ def test_zero_shot_curve_has_one_point_per_template_and_moves_with_the_list(tiny
 def test_explorer_refuses_a_joint_map_of_unaligned_spaces(xmodal_home):
     with pytest.raises(gr.Error, match="different spaces.*image 1280-d, text 384-d"):
         ex.draw_map("fashion-mnist", "pretrained", ["image", "text"], "pca", "class", 5)
-    with pytest.raises(gr.Error, match="build the set first"):
-        ex.draw_map("fsdd", "pretrained", ["speech"], "pca", "class", 5)
+    with pytest.raises(gr.Error, match="unknown set .no-such-set.; choose one of fsdd"):
+        ex.draw_map("no-such-set", "pretrained", ["speech"], "pca", "class", 5)
     with pytest.raises(gr.Error, match="at least one modality"):
         ex.draw_map("fsdd", "pretrained", [], "pca", "class", 5)
     with pytest.raises(gr.Error, match="two different modalities"):
