@@ -40,7 +40,10 @@ $(STAMP): requirements.txt pyproject.toml
 	$(PY) -m pip install -q --no-deps --no-build-isolation -e .
 	@touch $(STAMP)
 
+# The default model (xmodal-default) is trained first when it is missing (about 10-15 minutes on
+# 2 CPU cores, with progress bars); then it is a lookup. SKIP_DEFAULT_MODEL=1 starts the app without it.
 run: setup
+	@if [ -z "$(SKIP_DEFAULT_MODEL)" ]; then $(PY) -m trainers.default_model; fi
 	$(PY) app.py $(ARGS)
 
 test: setup

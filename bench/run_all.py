@@ -1,6 +1,7 @@
 """Run every benchmark in a fixed order, each in its own process with a time limit.
 
-    python -m bench.run_all             # everything (JSON under bench/results/); up to about an hour on 2 CPU cores
+    python -m bench.run_all             # everything (JSON under bench/results/); 2-3 hours on 2 busy CPU cores
+                                        # the first time (training FaST-VGS and the default model), less after
     python -m bench.run_all --quick     # the small variant (< 10 min), then check each JSON's schema and numbers
     python -m bench.run_all --only index training --quick
     python -m bench.run_all --check-only --quick   # only validate the existing *_quick.json
@@ -61,7 +62,7 @@ BENCHES: tuple[Bench, ...] = (
         "settings.*.cached_epoch.seconds", "settings.*.recompute_epoch.seconds", "settings.*.cached_speedup",
         "settings.*.cwcl_over_cl_step", "settings.*.cached_epoch.samples_per_s", "settings.*.step_ms.CL.p50_ms",
         "settings.*.pairs", "torch_threads")),
-    Bench("search_latency", 3600, 420, (
+    Bench("search_latency", 5400, 420, (
         "galleries.*.n_images", "galleries.*.modes.*.latency_ms.p50_ms", "galleries.*.modes.*.R@1",
         "galleries.*.modes.*.R@10", "galleries.*.modes.cascade.R@10", "galleries.*.modes.vgs-fine.R@10",
         "galleries.*.ratios.ctf_over_coarse", "galleries.*.ratios.cascade_over_vgs_coarse",
@@ -71,7 +72,12 @@ BENCHES: tuple[Bench, ...] = (
         "search_page.modes.cascade.p50_ms", "search_page.modes.asif.p50_ms", "search_page.modes.coarse.p50_ms",
         "maps.points", "maps.methods.tsne.first_seconds", "maps.methods.tsne.cached_seconds",
         "maps.methods.umap.first_seconds", "maps.methods.umap.cached_seconds")),
-    Bench("findings", 3600, 480, (
+    Bench("default_model", 3600, 300, (
+        "baselines.fsdd_cascade.top1", "baselines.fsdd_cascade.ms_per_query",
+        "full:default_model.results.fsdd_zeroshot.top1", "full:default_model.results.tuxpaint_caption_to_image.r@1",
+        "full:default_model.results.tuxpaint_caption_to_image.r@10", "full:default_model.seconds.total",
+        "full:baselines.fsdd_asif.top1", "full:baselines.tuxpaint_asif.r@1", "full:baselines.tuxpaint_ridge.r@10")),
+    Bench("findings", 7200, 480, (
         "sections.maestro.sets.*.raw.asif_top1", "sections.maestro.sets.*.aligned.asif_top1",
         "sections.maestro.sets.*.aligned.direct_top1", "sections.maestro.sets.speech_text_human.raw.direct_top1",
         "sections.maestro.sets.*.aligned.modality_gap", "sections.teacher_student.results.*.l2.S->T.R@1",
@@ -80,7 +86,12 @@ BENCHES: tuple[Bench, ...] = (
         "sections.vgs.rows.*.coarse-to-fine.R@10", "sections.vgs.rows.*.coarse-to-fine.ms_per_query_p50",
         "sections.vgs.rows.*.synthetic_heldout.coarse.R@10", "sections.domain_gap.modes.*.human.R@10",
         "sections.domain_gap.modes.*.synthetic_heldout.R@10",
-        "sections.cwcl_vs_cl:present", "sections.lock_location:present")),
+        *(f"sections.cwcl_vs_cl.image.{d}.{loss}.{t}" for d in ("tuxpaint", "fashion-mnist") for loss in ("cwcl", "cl")
+          for t in ("simple k=1", "simple k=5", "simple k=10", "general k=48")),
+        "sections.cwcl_vs_cl.speech_fsdd:present", "sections.lock_location:present",
+        *(f"full:sections.cwcl_vs_cl.speech_fsdd.{loss}.{t}" for loss in ("cwcl", "cl")
+          for t in ("simple k=1", "simple k=5", "simple k=10", "general k=48")),
+        *(f"full:sections.lock_location.{lock}.simple k=1" for lock in ("none", "speech", "text", "both")))),
 )
 BY_NAME = {b.name: b for b in BENCHES}
 
@@ -91,30 +102,38 @@ def _finite(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
-def validate(doc: Any, paths: tuple[str, ...] | list[str]) -> list[str]:
+def validate(doc: Any, paths: tuple[str, ...] | list[str], quick: bool = False) -> list[str]:
     """Problems with `doc` against `paths`; [] when it passes.
 
-    A path is dot-separated keys (or list indices; `a|b`: the first of these keys present); `*` means every element of a list or every value of a dict
+    A path is dot-separated keys (or list indices; `a|b`: the first of these keys present);
+    `*` means every element of a list or every value of a dict
     (and there must be at least one). The leaf must be a finite number, unless the path ends
     with `:str` (a non-empty string) or `:present` (the key exists and holds no "error" or
-    "blocked" entry). Example: "galleries.*.modes.cascade.latency_ms.p50_ms".
+    "blocked" entry; with `quick`, a "skipped" entry is fine). A path starting with `full:` is
+    checked only for full results (`quick` False). Example: "galleries.*.modes.cascade.latency_ms.p50_ms".
     """
     problems: list[str] = []
     for spec in paths:
+        if spec.startswith("full:"):
+            if quick:
+                continue
+            spec = spec[len("full:"):]
         path, _, kind = spec.partition(":")
-        _walk(doc, path.split("."), [], kind, problems)
+        _walk(doc, path.split("."), [], kind, problems, quick)
     return problems
 
 
-def _walk(node: Any, keys: list[str], seen: list[str], kind: str, problems: list[str]) -> None:
+def _walk(node: Any, keys: list[str], seen: list[str], kind: str, problems: list[str], quick: bool = False) -> None:
     where = ".".join(seen) or "(top)"
     if not keys:
         if kind == "str":
             if not (isinstance(node, str) and node):
                 problems.append(f"{where}: expected a non-empty string, got {node!r}")
         elif kind == "present":
-            if isinstance(node, dict) and ("error" in node or "blocked" in node):
-                problems.append(f"{where}: {node.get('error') or node.get('blocked')}")
+            refusals = ("error", "blocked") + (() if quick else ("skipped",))
+            bad = [k for k in refusals if isinstance(node, dict) and k in node]
+            if bad:
+                problems.append(f"{where}: {node[bad[0]]}")
         elif not _finite(node):
             problems.append(f"{where}: expected a number, got {node!r}")
         return
@@ -128,15 +147,15 @@ def _walk(node: Any, keys: list[str], seen: list[str], kind: str, problems: list
             problems.append(f"{where}: expected a non-empty list or mapping, got {type(node).__name__}")
             return
         for k, child in children:
-            _walk(child, rest, seen + [str(k)], kind, problems)
+            _walk(child, rest, seen + [str(k)], kind, problems, quick)
         return
     if isinstance(node, list) and key.isdigit() and int(key) < len(node):
-        _walk(node[int(key)], rest, seen + [key], kind, problems)
+        _walk(node[int(key)], rest, seen + [key], kind, problems, quick)
         return
     if not isinstance(node, dict) or key not in node:
         problems.append(f"{where}: missing {key!r}")
         return
-    _walk(node[key], rest, seen + [key], kind, problems)
+    _walk(node[key], rest, seen + [key], kind, problems, quick)
 
 
 def result_path(name: str, quick: bool, results: Path = RESULTS) -> Path:
@@ -154,7 +173,7 @@ def check(bench: Bench, quick: bool, results: Path = RESULTS, since: float | Non
         doc = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
         return [f"{path.name}: unreadable ({exc})"]
-    problems = validate(doc, COMMON + bench.schema)
+    problems = validate(doc, COMMON + bench.schema, quick=quick)
     if quick and doc.get("quick") is False:
         problems.append(f"{path.name}: says quick=false")
     return [f"{path.name}: {p}" for p in problems]

@@ -236,7 +236,8 @@ class Pipelines:
                     ranked[kc].append(list(result.ids))
         enc = statistics.median(encode)
         return {str(kc): {"p50_ms": round(enc + statistics.median(times[kc]), 2),
-                          "search_rerank_p50_ms": round(statistics.median(times[kc]), 2), **recall_of(ranked[kc], truth)}
+                          "search_rerank_p50_ms": round(statistics.median(times[kc]), 2),
+                          **recall_of(ranked[kc], truth)}
                 for kc in k_coarse}
 
     def run_vgs_fine(self, audio, chunk: int = 1000) -> list[str]:
@@ -377,7 +378,8 @@ def bench_synthetic(n: int, dim: int, parts: dict[str, float], n_queries: int = 
         search_ms = stats["p50_ms"]
         coarse = parts["vgs_speech_encode_p50"] + search_ms
         out[kind] = {
-            "build_s": round(build_s, 2), "search_p50_ms": round(search_ms, 3), "search_p95_ms": round(stats["p95_ms"], 3),
+            "build_s": round(build_s, 2), "search_p50_ms": round(search_ms, 3),
+            "search_p95_ms": round(stats["p95_ms"], 3),
             "recall_at_10_vs_flat": round(recall_at_k(found, truth), 4),
             "settings": repr(index),
             "composed_ms": {
@@ -402,7 +404,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="synthetic index sizes (default 100000 1000000)")
     parser.add_argument("--queries", type=int, default=None, help="spoken queries (default all; quick 20)")
     parser.add_argument("--fine-queries", type=int, default=None,
-                        help="queries for the exhaustive fine mode (default all at <= 2k images, else 20)")
+                        help="queries for the exhaustive fine mode (default all at <= 2k images, else 10)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=None)
     args = parser.parse_args(argv)
@@ -416,7 +418,7 @@ def main(argv: list[str] | None = None) -> int:
     queries = human_queries(args.queries or (20 if args.quick else None))
     galleries = []
     for size in sizes:
-        fine_q = args.fine_queries or (len(queries) if size <= 2000 else 20)
+        fine_q = args.fine_queries or (len(queries) if size <= 2000 else 10)
         galleries.append(bench_gallery(size, queries, runs, fine_q, args.device, sweep=not galleries))
     parts = galleries[0]["per_query_parts_ms"]
     largest = galleries[-1]["per_query_parts_ms"]

@@ -1,6 +1,6 @@
 """Training throughput: an epoch on cached frozen features vs recomputing them, CWCL vs CL step time, samples/s.
 
-    python -m bench.training            # Tux Paint images + spoken Tux Paint, full train splits -> bench/results/training.json
+    python -m bench.training            # Tux Paint + spoken Tux Paint, full train splits -> results/training.json
     python -m bench.training --quick    # 96 pairs per set, < 2 min once features are cached -> training_quick.json
 
 Both settings are the default alignment recipe (frozen towers, text locked without a head, an MLP

@@ -47,6 +47,19 @@ def make_home(root: Path) -> Path:
     return home
 
 
+def install_default_model(home: Path, timeout: float = 3600) -> None:
+    """Give `home` the default model: trained once under `cache_home()` (the same home `make run`
+    uses by default, so a developer's model is reused; 10-15 minutes on 2 cores the first time),
+    then copied in (`python -m trainers.default_model --from CACHE`)."""
+    cache = cache_home()
+    for target, args in ((cache, ["--quiet"]), (home, ["--from", str(cache)])):
+        env = dict(os.environ, XMODAL_HOME=str(target), HF_HUB_OFFLINE="1", PYTHONUNBUFFERED="1")
+        done = subprocess.run([sys.executable, "-m", "trainers.default_model", *args], cwd=REPO, env=env,
+                              capture_output=True, text=True, timeout=timeout)
+        if done.returncode != 0:
+            raise RuntimeError(f"default model for {target} failed ({done.returncode}):\n{done.stdout}\n{done.stderr[-4000:]}")
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -29,6 +29,11 @@ def test_validate_names_every_missing_or_non_numeric_value():
     assert "runs.0.n: expected a non-empty string" in text
     assert not run_all.validate(doc, ["date:str", "runs.0.ms", "runs.*.n"])
     assert run_all.validate({"x": True}, ["x"]) and run_all.validate({"x": float("nan")}, ["x"])
+    # the quick variant may skip what only a full run can measure, and say so
+    skipped = {"s": {"skipped": "needs the full data"}}
+    assert not run_all.validate(skipped, ["s:present", "full:s.cwcl.top1"], quick=True)
+    assert run_all.validate(skipped, ["s:present"]) == ["s: needs the full data"]
+    assert run_all.validate(skipped, ["full:s.cwcl.top1"]) == ["s: missing 'cwcl'"]
 
 
 def test_every_benchmark_module_exists_and_has_a_schema():

@@ -17,7 +17,8 @@ import pytest
 import soundfile as sf
 from PIL import Image
 
-from tests.browser_helpers import (CHROMIUM_ARGS, CHROMIUM, App, failure_artifacts, make_home, screenshot)
+from tests.browser_helpers import (CHROMIUM_ARGS, CHROMIUM, App, failure_artifacts, install_default_model, make_home,
+                                   screenshot)
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -59,7 +60,9 @@ def media(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def home(tmp_path_factory):
-    return make_home(tmp_path_factory.mktemp("browser"))
+    home = make_home(tmp_path_factory.mktemp("browser"))
+    install_default_model(home)  # the app runs on the default model, as after `make run`
+    return home
 
 
 @pytest.fixture(scope="module")
@@ -166,6 +169,15 @@ def wait_points(page, elem_id: str, n: int, timeout: float = 30_000) -> None:
         arg=[elem_id, n], timeout=timeout)
 
 
+def wait_curves(page, elem_id: str, n: int, timeout: float = 30_000) -> None:
+    """Wait until every line of the plotly figure inside a gr.Plot has exactly `n` points."""
+    page.wait_for_function(
+        "([id, n]) => { const gd = document.querySelector('#' + id + ' .js-plotly-plot');"
+        " const lines = gd && gd.data ? gd.data.filter(t => (t.x || []).length) : [];"
+        " return lines.length > 0 && lines.every(t => t.x.length === n); }",
+        arg=[elem_id, n], timeout=timeout)
+
+
 # ---------------------------------------------------------------- the tests, in a person's order
 
 def test_app_starts_quickly_and_serves_every_page(app):
@@ -212,6 +224,19 @@ def test_search_by_microphone_recording(page):
     page.locator("#search-go").click()
     expect(page.locator("#search-heard")).to_contain_text(re.compile("[Gg]rasshopper"), timeout=120_000)
     expect(page.locator("#search-hits")).to_contain_text("grasshopper.png")
+
+
+def test_typed_text_through_the_default_model_finds_the_picture(page):
+    """Coarse mode: the text (MiniLM) and every gallery image (the default model's image head)
+    in one space, no captions involved."""
+    page.get_by_role("tab", name="Text", exact=True).click()
+    page.locator("#search-text textarea").fill("a wombat")
+    page.locator("#search-mode").get_by_label("coarse", exact=True).check()
+    page.locator("#search-go").click()
+    heard = page.locator("#search-heard")
+    expect(heard).to_contain_text(re.compile("Mode:.*coarse.*images: run"), timeout=240_000)
+    expect(row(page.locator("#search-hits"), 0)).to_contain_text("animals/marsupials/wombat.png")
+    page.locator("#search-mode").get_by_label("cascade", exact=True).check()
 
 
 def test_bad_audio_gives_a_message_and_the_page_keeps_working(page, media):
@@ -266,13 +291,13 @@ def test_editing_templates_changes_the_zero_shot_plot(page):
     set_slider(page, "templates-per-class", 2)
     page.locator("#templates-go").click()
     expect(page.locator("#templates-plot .js-plotly-plot")).to_be_visible(timeout=240_000)
-    wait_points(page, "templates-plot", 3)
+    wait_curves(page, "templates-plot", 3)  # one line per model (and panel), k = 1..3
     # a broken line is flagged by number, and the plot follows an edited list
     box.fill("the number {}\nno placeholder here")
     expect(page.locator("#templates-problems")).to_contain_text("line 2 has 0")
     box.fill("{}\nthe digit {}")
     page.locator("#templates-go").click()
-    wait_points(page, "templates-plot", 2, timeout=120_000)
+    wait_curves(page, "templates-plot", 2, timeout=120_000)
     expect(page.locator("#templates-table")).to_contain_text("k=2")
     # back to the shipped 'simple' list for what comes next
     page.locator("#templates-load").click()
@@ -352,7 +377,7 @@ def test_templates_compare_cl_and_cwcl_runs(page):
     titles = page.evaluate("() => [...document.querySelectorAll('#templates-plot .gtitle, #templates-plot "
                            ".annotation-text')].map(e => e.textContent)")
     assert "CL" in titles and "CWCL" in titles  # the two losses side by side
-    wait_points(page, "templates-plot", 20)  # two runs x 10 templates
+    wait_curves(page, "templates-plot", 10)  # one line per run, k = 1..10
     screenshot(page, "templates")
 
 

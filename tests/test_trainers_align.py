@@ -57,6 +57,8 @@ def test_config_round_trips_through_json_and_overrides():
     (dict(no_head=("speech", "text")), "nothing to train"),
     (dict(head="transformer"), "head must be"),
     (dict(best_metric="image2text_r@1"), "not a validation metric"),
+    (dict(class_prior={"text": 0.3}), "class_prior names 'text'"),
+    (dict(class_prior={"speech": 1.5}), "must be in \\[0, 1\\)"),
 ])
 def test_config_rejects_what_cannot_run(overrides, message):
     with pytest.raises(InputError, match=message):

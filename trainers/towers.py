@@ -59,13 +59,21 @@ class WhisperTower(TrainableTower):
         super().__init__()
         self.encoder = copy.deepcopy(encoder.module().model.encoder).requires_grad_(True)
         self.dim, self.encoder_name = encoder.dim, encoder.name
+        self.tail_seconds = float(getattr(encoder, "tail_seconds", 0.0))  # whisper-tiny.en-tail: silence appended
 
     def forward(self, items: Sequence[Any]) -> Tensor:
-        from xmodal_core.audio import load_audio
-        from xmodal_core.encoders.whisper import log_mel, run_encoder
+        import numpy as np
 
-        mels = [log_mel(load_audio(it, allow_silent=True).samples, self.device) for it in items]
+        from xmodal_core.audio import load_audio
+        from xmodal_core.encoders.whisper import SAMPLE_RATE, log_mel, n_mel_frames, run_encoder
+
+        samples = [load_audio(it, allow_silent=True).samples for it in items]
+        tail = np.zeros(int(round(self.tail_seconds * SAMPLE_RATE)), dtype=np.float32)
+        mels = [log_mel(np.concatenate([s, tail]) if len(tail) else s, self.device) for s in samples]
         hidden, mask = run_encoder(SimpleNamespace(model=SimpleNamespace(encoder=self.encoder)), mels)
+        if len(tail):  # pool over the frames of the real audio only, as WhisperTailEncoder does
+            real = torch.tensor([max(1, n_mel_frames(len(s)) // 2) for s in samples], device=hidden.device)
+            mask = torch.arange(hidden.shape[1], device=hidden.device)[None, :] < real[:, None]
         m = mask.to(hidden.dtype)[..., None]
         return (hidden * m).sum(1) / m.sum(1).clamp(min=1.0)
 

@@ -8,7 +8,7 @@ from torch import Tensor, nn
 
 from xmodal_core.errors import InputError
 
-__all__ = ["HEAD_KINDS", "LinearHead", "MLPHead", "IdentityHead", "make_head"]
+__all__ = ["HEAD_KINDS", "LinearHead", "MLPHead", "IdentityHead", "ClassPrior", "make_head"]
 
 HEAD_KINDS = ("linear", "mlp", "identity")
 
@@ -59,6 +59,42 @@ class IdentityHead(nn.Identity):
     def __init__(self, dim: int):
         super().__init__()
         self.in_dim = self.out_dim = dim
+
+
+class ClassPrior(nn.Module):
+    """A frozen tower's own classifier as a zero-shot map into the text space.
+
+    A unit feature row x becomes `softmax((feature_norm * x @ W.T + b) / temperature) @ E`,
+    L2-normalised: the class probabilities of the tower's classifier (W, b; e.g. EfficientNet's
+    ImageNet-1k layer) weighting the text embeddings E of the class names. `feature_norm`
+    restores the scale the cached features lost when they were normalised (their typical norm).
+    Nothing here trains. The tensors are non-persistent buffers: they follow the module's device
+    but are not saved with the heads, since they are rebuilt from the packaged towers on load.
+
+    Args:
+        weight: (C, in_dim) classifier weights; bias: (C,); class_text: (C, out_dim) unit rows.
+    """
+
+    kind = "class-prior"
+
+    def __init__(self, weight: Tensor, bias: Tensor, class_text: Tensor, feature_norm: float = 16.0,
+                 temperature: float = 1.0):
+        super().__init__()
+        if weight.ndim != 2 or bias.shape != weight.shape[:1] or class_text.shape[0] != weight.shape[0]:
+            raise InputError(f"class prior shapes disagree: weight {tuple(weight.shape)}, bias {tuple(bias.shape)}, "
+                             f"class text {tuple(class_text.shape)}")
+        if feature_norm <= 0 or temperature <= 0:
+            raise InputError("feature_norm and temperature must be positive")
+        self.in_dim, self.out_dim = weight.shape[1], class_text.shape[1]
+        self.feature_norm, self.temperature = float(feature_norm), float(temperature)
+        self.register_buffer("weight", weight.float().clone(), persistent=False)
+        self.register_buffer("bias", bias.float().clone(), persistent=False)
+        self.register_buffer("class_text", class_text.float().clone(), persistent=False)
+
+    def forward(self, x: Tensor) -> Tensor:
+        logits = self.feature_norm * x.float() @ self.weight.T + self.bias
+        probs = (logits / self.temperature).softmax(dim=-1)
+        return nn.functional.normalize(probs @ self.class_text, dim=-1)
 
 
 def make_head(kind: str, in_dim: int, out_dim: int, dropout: float = 0.1) -> nn.Module:

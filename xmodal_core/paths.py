@@ -16,7 +16,7 @@ SHARED_DATA = Path(os.environ.get("XMODAL_SHARED_DATA", REPO_ROOT.parent / "shar
 
 def home() -> Path:
     """The xmodal home folder, created on first use."""
-    path = Path(os.environ.get("XMODAL_HOME", Path.cwd() / ".xmodal")).expanduser().resolve()
+    path = Path(os.environ.get("XMODAL_HOME") or Path.cwd() / ".xmodal").expanduser().resolve()  # "" = unset
     path.mkdir(parents=True, exist_ok=True)
     return path
 

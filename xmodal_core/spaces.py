@@ -80,6 +80,16 @@ def _has_heads(run_id: int) -> bool:
     return (folder / "config.json").is_file() and (folder / "heads.safetensors").is_file()
 
 
+def _weights_tag(run_id: int) -> str:
+    """A short fingerprint of a run's saved weights (size and modification time of its heads file)."""
+    folder = paths.runs_dir() / str(run_id)
+    try:
+        st = (folder / "heads.safetensors").stat()
+    except OSError:
+        return "none"
+    return hashlib.sha1(f"{run_id}:{st.st_size}:{st.st_mtime_ns}".encode()).hexdigest()[:10]
+
+
 _stores: dict[str, Any] = {}
 _stores_lock = threading.Lock()
 
@@ -347,12 +357,16 @@ class Space:
         return modality in ("text", "speech") or (modality == "image" and self.image_run is not None)
 
     def key(self, modality: str) -> str:
+        """Names the weights, not only the run id: caches shared between homes (or a home whose
+        store was reset) never serve another run's vectors under the same id."""
         if self.own_run is not None:
-            return f"{modality}:run-{self.own_run}"
+            return f"{modality}:run-{self.own_run}-{_weights_tag(self.own_run)}"
         if modality == "speech":
-            return f"speech:run-{self.speech_run}" if self.speech_run is not None else f"speech:{CASCADE}"
+            return (f"speech:run-{self.speech_run}-{_weights_tag(self.speech_run)}" if self.speech_run is not None
+                    else f"speech:{CASCADE}")
         if modality == "image":
-            return f"image:run-{self.image_run}" if self.image_run is not None else "image:none"
+            return (f"image:run-{self.image_run}-{_weights_tag(self.image_run)}" if self.image_run is not None
+                    else "image:none")
         return f"text:{TEXT_ENCODER}"
 
     def embed_text(self, texts: Sequence[str]) -> np.ndarray:

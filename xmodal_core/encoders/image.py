@@ -94,6 +94,15 @@ class EfficientNetLite0Encoder(Encoder):
         tokens = fmap.flatten(2).transpose(1, 2).float().cpu()  # (N, 49, 1280)
         return tokens, torch.ones(tokens.shape[:2], dtype=torch.bool)
 
+    def imagenet_classifier(self) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
+        """The model's own ImageNet-1k classifier on the pooled features: (weight (1000, 1280),
+        bias (1000,), class names in index order)."""
+        from torchvision.models import EfficientNet_B0_Weights  # the names are data in the package, no download
+
+        fc = self._model._fc
+        names = list(EfficientNet_B0_Weights.IMAGENET1K_V1.meta["categories"])
+        return fc.weight.detach().float().cpu(), fc.bias.detach().float().cpu(), names
+
     @torch.no_grad()
     def classify_imagenet(self, items: Sequence[Any]) -> torch.Tensor:
         """ImageNet-1k logits (N, 1000) from the model's own classifier."""

@@ -1,0 +1,56 @@
+"""Untrained baselines: the ASR cascade's digit mapping, ridge, ASIF over real Tux Paint and FSDD."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from tests.test_default_model import in_small_home, small_home  # noqa: F401 - shared fixtures
+from trainers import baselines
+
+
+@pytest.mark.parametrize("transcript, digit", [
+    ("Six.", "six"), ("7", "seven"), ("Number 3!", "three"), ("Eight", "eight"), ("oh", "zero"), ("for", "four"),
+    ("", "zero"),
+])
+def test_transcripts_map_to_the_digit_they_say(transcript, digit):
+    assert baselines.transcript_to_digit(transcript) == digit
+
+
+def test_a_transcript_without_a_digit_goes_to_the_nearest_digit_word_by_minilm():
+    from xmodal_core.registry import get_encoder
+
+    minilm = get_encoder("minilm")
+    words = list(baselines.DIGITS)
+    expected = words[int(np.argmax(minilm.encode(["Thanks."]) @ minilm.encode(words).T))]
+    assert baselines.transcript_to_digit("Thanks.") == expected
+
+
+def test_ridge_map_recovers_a_linear_map():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(400, 20)).astype(np.float32) + 3.0
+    w_true = rng.normal(size=(20, 5)).astype(np.float32)
+    y = (x - x.mean(0)) @ w_true
+    w, mean = baselines.ridge_map(torch.from_numpy(x), torch.from_numpy(y), lam=1e-6)
+    assert np.allclose(mean.numpy(), x.mean(0), atol=1e-4)
+    assert np.allclose(w.numpy(), w_true, atol=1e-3)
+    w_big, _ = baselines.ridge_map(torch.from_numpy(x), torch.from_numpy(y), lam=1e6)
+    assert float(w_big.norm()) < 0.1 * float(w.norm())  # the penalty shrinks the map
+
+
+@pytest.mark.slow
+def test_cascade_on_real_fsdd_clips(in_small_home):  # noqa: F811
+    out = baselines.fsdd_cascade(limit=10, latency_n=2)
+    assert out["n"] == 10 and 0.0 <= out["top1"] <= 1.0 and out["ms_per_query"] > 0
+    assert all(isinstance(t, str) for _, t in out["examples"])
+
+
+@pytest.mark.slow
+def test_asif_and_ridge_baselines_on_real_data(in_small_home):  # noqa: F811
+    speech = baselines.fsdd_asif(n_anchors=100, limit=40, latency_n=2)
+    assert speech["n"] == 40 and speech["anchors"] == 100 and 0.0 <= speech["top1"] <= 1.0
+    asif = baselines.tuxpaint_asif()
+    ridge = baselines.tuxpaint_ridge()
+    for r in (asif, ridge):
+        assert 0.0 <= r["r@1"] <= r["r@5"] <= r["r@10"] <= 1.0 and r["queries"] > 0
+    assert ridge["lambda"] in (0.1, 0.3, 1.0, 3.0, 10.0)
