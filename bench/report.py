@@ -341,9 +341,11 @@ def sec_default_model(r: Report) -> None:
              c["r@1"] >= t["tux_r@1"])
     r.target("default model", "Tux Paint caption → image R@10 ≥ 0.85 (held-out fifth)", fmt(c["r@10"]),
              c["r@10"] >= t["tux_r@10"])
-    total = model["seconds"].get("total")
-    r.target("default model", "trains in < 15 min on 2 CPU cores (from a clean home)",
-             f"{total / 60:.1f} min" if total else "–", (total or 1e9) < 900)
+    clean = doc.get("clean_home", {})
+    total = clean.get("wall_seconds")
+    r.target("default model", "trains in < 15 min on 2 CPU cores (from an empty home, data sets and TTS included)",
+             f"{total / 60:.1f} min" if total else f"– ({clean.get('error', 'not measured')})",
+             None if total is None else total < 900)
     rows = [["xmodal-default (speech head, CWCL)", fmt(z["top1"]), fmt(z.get("top5")),
              fmt(z.get("top1_without_dev_speaker")), ms(z.get("ms_per_query"))]]
     for key, name in (("fsdd_cascade", "cascade: Whisper ASR → nearest digit word"),
@@ -377,7 +379,18 @@ def sec_default_model(r: Report) -> None:
              fmt(sp["cascade_r@10"])],
             ["the written caption (reference)", fmt(sp["text_r@1"]), fmt(sp["text_r@5"]), fmt(sp["text_r@10"])]]))
         r.add(caption(doc, f"{doc['data']['spoken_descriptions']}: {sp['queries']} recordings → {sp['gallery']} images"))
-    r.add("Seconds per stage (the call that trained it): " + ", ".join(f"{k} {v:.0f}" for k, v in model["seconds"].items()))
+    if total:
+        cz, cc = clean["results"]["fsdd_zeroshot"], clean["results"]["tuxpaint_caption_to_image"]
+        r.add("### Training it from an empty home (what a fresh machine's first `make run` does)")
+        r.add(table(["wall time", "peak memory", "seconds per stage", "FSDD top-1", "Tux Paint R@1 / R@10"],
+                    [[f"{total / 60:.1f} min", f"{clean['peak_rss_gib']} GiB",
+                      ", ".join(f"{k} {v:.0f}" for k, v in clean["seconds"].items() if k != "total"),
+                      fmt(cz.get("top1")), f"{fmt(cc['r@1'])} / {fmt(cc['r@10'])}"]]))
+        r.add("The tables above measure the model in the benchmark's home; this row retrains the same committed "
+              "recipe from nothing in a child process (two such builds gave identical figures). Where the two "
+              "differ, the benchmark's home reused data sets built by an earlier revision: a built set is kept "
+              "until `xmodal data build NAME` rebuilds it.")
+        r.add(caption(doc, "the same splits as above"))
 
 
 def sec_training(r: Report) -> None:

@@ -377,3 +377,21 @@ def test_the_default_model_reaches_its_targets():
     assert z["top1"] >= TARGET_FSDD_TOP1, dm.format_results(model)
     assert c["r@1"] >= TARGET_TUX_R1 and c["r@10"] >= TARGET_TUX_R10, dm.format_results(model)
     assert not math.isnan(model.results["tuxpaint_speech_to_image"]["model_r@10"])
+
+
+def test_a_machine_without_fsdd_still_trains_the_model_and_says_what_was_not_measured(xmodal_home, tmp_path,
+                                                                                     monkeypatch):
+    """FSDD lives outside the repository (../shared/data); without it the default model still trains
+    (FSDD is evaluation only) and its FSDD figure is reported as not measured, with what to do."""
+    from xmodal_core.data import builders
+
+    monkeypatch.setattr(builders, "default_fsdd_dir", lambda: tmp_path / "no-fsdd-here")
+    monkeypatch.setattr(dm, "SOURCE_SETS", ("fsdd",))
+    missing = dm.build_sources()
+    assert list(missing) == ["fsdd"] and "FSDD recordings not found" in missing["fsdd"]
+    monkeypatch.setattr(dm, "EVALUATION_ONLY", ())
+    with pytest.raises(dm.DatasetError, match="FSDD recordings not found"):
+        dm.build_sources()  # a set the model trains on is never skipped
+    model = dm.DefaultModel(name="x", config_digest="d", speech_run=1, image_run=2, speech_dir="a", image_dir="b",
+                            results={"fsdd_zeroshot": {"skipped": "FSDD is not built here"}})
+    assert "FSDD zero-shot: not measured: FSDD is not built here" in dm.format_results(model)
