@@ -136,7 +136,7 @@ def small_home(tmp_path_factory):
     from xmodal_core.data import build_dataset
 
     home = tmp_path_factory.mktemp("default-model-home")
-    with pytest.MonkeyPatch.context() as mp:
+    with pytest.MonkeyPatch.context() as mp:  # only while building: later tests get their own home
         mp.setenv("XMODAL_HOME", str(home))
         spaces._models.clear()
         gallery.forget_loaded()
@@ -145,16 +145,22 @@ def small_home(tmp_path_factory):
         build_dataset("fsdd", limit=60)
         stages = []
         model = dm.ensure_default_model(lambda stage, done, total: stages.append(stage), config=small_config())
-        yield home, model, stages
         spaces._models.clear()
         gallery.forget_loaded()
+    yield home, model, stages
 
 
 @pytest.fixture()
 def in_small_home(small_home, monkeypatch):
+    from xmodal_core import gallery, spaces
+
     home, model, stages = small_home
     monkeypatch.setenv("XMODAL_HOME", str(home))
-    return small_home
+    spaces._models.clear()  # loaded runs are cached by id, and ids repeat across homes
+    gallery.forget_loaded()
+    yield small_home
+    spaces._models.clear()
+    gallery.forget_loaded()
 
 
 @pytest.mark.slow
@@ -367,9 +373,15 @@ def test_search_command_errors(in_small_home, tmp_path, capsys):
 # ----------------------------------------------------------------------------- the real default model
 
 @pytest.mark.slow
-def test_the_default_model_reaches_its_targets():
-    """Trains the real default model under XMODAL_HOME when missing (about 15 minutes on 2 cores;
-    cached afterwards, and the app uses the same model)."""
+def test_the_default_model_reaches_its_targets(monkeypatch):
+    """The real default model in the shared test home (the home `make run` uses; the browser tests
+    train it there first when missing, about 6 minutes on 2 cores)."""
+    from tests.browser_helpers import cache_home
+    from xmodal_core import gallery, spaces
+
+    monkeypatch.setenv("XMODAL_HOME", str(cache_home()))
+    spaces._models.clear()
+    gallery.forget_loaded()
     model = dm.ensure_default_model(dm.console_progress(quiet=True))
     z = model.results["fsdd_zeroshot"]
     c = model.results["tuxpaint_caption_to_image"]
