@@ -918,6 +918,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                                          force=args.force)
     except XmodalError as exc:
         print(f"error: {exc}", file=sys.stderr)
+        if not args.adopt_from:
+            print("(the app starts without the default model: make run SKIP_DEFAULT_MODEL=1)", file=sys.stderr)
         return 2
     print(json.dumps(model.to_dict(), indent=2) if args.json else format_results(model))
     return 0
