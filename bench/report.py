@@ -140,10 +140,8 @@ class Report:
 
 def sec_search(r: Report) -> None:
     r.add("## Speech → image query latency (end to end, decoded audio → ranked ids)")
-    doc = r.docs.get("search_latency")
-    r.current = doc
+    doc = r.use("search_latency", "query latency")
     if not doc:
-        r.missing("search_latency", "query latency")
         return
     r.add("Each mode runs on each query in turn. *cascade*: Whisper ASR → MiniLM → nearest captions; "
           "*coarse-shared*: speech head into the locked MiniLM space vs the image head (the app's coarse mode); "
@@ -275,10 +273,8 @@ def sec_encoders(r: Report) -> None:
 
 def sec_index(r: Report) -> None:
     r.add("## Vector index: flat / IVF / HNSW")
-    doc = r.docs.get("index")
-    r.current = doc
+    doc = r.use("index", "index build and query latency")
     if not doc:
-        r.missing("index", "index build and query latency")
         return
     rows, points = [], []
     for run in doc["runs"]:
@@ -476,10 +472,8 @@ def sec_app(r: Report) -> None:
 
 def sec_findings(r: Report) -> None:
     r.add("## The papers' findings, in small")
-    doc = r.docs.get("findings")
-    r.current = doc
+    doc = r.use("findings", "the papers' findings")
     if not doc:
-        r.missing("findings", "the papers' findings")
         return
     s = doc["sections"]
     templates = ("simple k=1", "simple k=5", "simple k=10", "general k=48")
