@@ -6,7 +6,8 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 APT_PACKAGES := espeak-ng flite tuxpaint-stamps-default dataset-fashion-mnist fonts-noto-color-emoji \
 	ktuberling-data pocketsphinx-testdata chromium chromium-driver librsvg2-bin unicode-data \
-	festival festvox-kallpc16k festvox-kdlpc16k festvox-us-slt-hts
+	festival festvox-kallpc16k festvox-kdlpc16k festvox-us-slt-hts \
+	fonts-dejavu-core fonts-liberation fonts-freefont-ttf fonts-urw-base35
 export HF_HUB_OFFLINE ?= 1
 export GRADIO_ANALYTICS_ENABLED := False
 export PYTHONUNBUFFERED := 1

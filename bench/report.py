@@ -497,7 +497,14 @@ def sec_findings(r: Report) -> None:
             drop = {loss: part[loss]["simple k=10"] - part[loss]["simple k=1"] for loss in ("cwcl", "cl")}
             verdict = ("CWCL loses less" if drop["cwcl"] < drop["cl"] else "the same" if drop["cwcl"] == drop["cl"]
                        else "CWCL loses more")
-            checks.append(f"{title}: CWCL {fmt(drop['cwcl'])}, CL {fmt(drop['cl'])} ({verdict})")
+            spread = part.get("drop k=10 -> k=1 std")
+            if spread:  # several seeds: means, their spread, and how many seeds agree
+                seeds = part.get("seeds", [])
+                checks.append(f"{title} (mean ± std over {len(seeds)} seeds): CWCL {fmt(drop['cwcl'])} ± "
+                              f"{fmt(spread['cwcl'])}, CL {fmt(drop['cl'])} ± {fmt(spread['cl'])} ({verdict} on "
+                              f"average; CWCL drops less in {part.get('cwcl drops less in', '?')})")
+            else:
+                checks.append(f"{title}: CWCL {fmt(drop['cwcl'])}, CL {fmt(drop['cl'])} ({verdict})")
         r.add(table(["data", "loss", *templates, "bare {}"], rows))
         if checks:
             r.add("Top-1 lost going from 10 simple templates to 1 (k=10 minus k=1; negative = gained): "

@@ -70,6 +70,45 @@ def test_emoji_slice_is_rendered_and_captioned_by_unicode_names(xmodal_home):
     assert check_disjoint(records) == []
 
 
+def test_glyphs_are_typeset_letters_digits_and_signs_drawn_the_same_on_a_rebuild(xmodal_home):
+    from xmodal_core.data import render
+
+    summary = build_dataset("glyphs", variants=3)
+    records = load_manifest("glyphs")
+    catalogue = builders.glyph_catalogue()
+    assert len(catalogue) == 52 + 10 + 7 and summary.records == len(records) == 3 * len(catalogue)
+    assert summary.extra["fonts"] == len(render.text_fonts()) >= 1
+    by_text = Counter(r.text for r in records)
+    assert by_text["The letter m."] == by_text["The letter M."] == 3
+    assert by_text["The number three."] == 3 and by_text["A multiplication sign."] == 3
+    assert {r.label for r in records} == {"letter", "digit", "sign"}
+    assert all(r.group == "glyphs:U+" + r.id.split("U+")[1][:4] for r in records)
+    assert check_disjoint(records) == []                    # whole glyphs per split
+    # Real pixels: a typeset "m" is wider than tall, an "l" taller than wide, and each is drawn
+    # in the colour its record says (filled dark, or outlined with a white inside).
+    def size_of(char):
+        img = Image.open(next(r.image for r in records if r.text == f"The letter {char}."))
+        return img.getchannel("A").getbbox()
+    m, l = size_of("m"), size_of("l")
+    assert (m[2] - m[0]) > (m[3] - m[1]) and (l[3] - l[1]) > (l[2] - l[0])
+    first = {r.id: Image.open(r.image).tobytes() for r in records}
+    build_dataset("glyphs", variants=3)              # same seed: the same fonts, styles and pixels
+    assert {r.id: Image.open(r.image).tobytes() for r in load_manifest("glyphs")} == first
+
+
+def test_glyph_fonts_skip_missing_glyphs_and_symbol_fonts(tmp_path):
+    from xmodal_core.data import render
+
+    fonts = render.text_fonts()
+    assert fonts and all(any(p.name.startswith(k) for k in render.TEXT_FONTS) for p, _ in fonts)
+    dejavu = next(p for p, _ in fonts if p.name.startswith("DejaVuSans"))
+    assert render.has_glyph(dejavu, "m") and render.has_glyph(dejavu, "\u00f7")
+    assert not render.has_glyph(dejavu, "\u4e00")   # no CJK in DejaVu: it is not drawn from for that
+    assert render.text_fonts((tmp_path,)) == []
+    with pytest.raises(InputError, match="variants"):
+        build_dataset("glyphs", variants=0)
+
+
 def _idx(path: Path) -> np.ndarray:
     raw = gzip.decompress(path.read_bytes())
     return np.frombuffer(raw, dtype=np.uint8)

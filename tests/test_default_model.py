@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from trainers import default_model as dm
 from xmodal_core.cli import main as cli_main
@@ -77,6 +78,23 @@ def test_augmented_copies_change_speed_noise_and_length_as_configured():
         assert len(cropped) >= 1600 / cfg.speed[1] - 1
 
 
+def test_image_data_config_rejects_unknown_mirror_sources_and_bad_dev_fractions():
+    assert dm.ImageDataConfig(mirror=["tuxpaint"]).mirror == ("tuxpaint",)
+    with pytest.raises(InputError, match="mirror takes tuxpaint, emoji"):
+        dm.ImageDataConfig(mirror=["glyphs"])  # mirrored letters are other letters
+    with pytest.raises(InputError, match="dev_fraction"):
+        dm.ImageDataConfig(dev_fraction=1.0)
+
+
+def test_mirror_image_flips_left_right_once_per_source_content(tmp_path):
+    src = Path("/usr/share/tuxpaint/stamps/animals/amphibians/frog.png")
+    out = dm.mirror_image(src, tmp_path)
+    original = np.asarray(Image.open(src).convert("RGBA"))
+    assert np.array_equal(np.asarray(Image.open(out)), original[:, ::-1])
+    stamp = out.stat().st_mtime_ns
+    assert dm.mirror_image(src, tmp_path) == out and out.stat().st_mtime_ns == stamp  # reused
+
+
 def test_trim_cuts_leading_and_trailing_silence_only():
     tone = np.ones(3200, dtype=np.float32) * 0.3
     clip = np.concatenate([np.zeros(1600, np.float32), tone, np.zeros(4800, np.float32)])
@@ -122,9 +140,11 @@ def test_tail_encoder_appends_silence_and_pools_the_real_frames(fsdd_dir):
 # ----------------------------------------------------------------------------- end to end, small
 
 def small_config() -> dm.DefaultModelConfig:
-    """The committed recipe with fewer voices and epochs (the slices below keep it fast)."""
+    """The committed recipe with fewer voices and epochs (the slices below keep it fast), and with
+    every image source and mirroring on, so each path of the image set is built."""
     cfg = dm.load_config()
     return replace(cfg, speech_data=replace(cfg.speech_data, digit_voices=4, word_voices=1, val_voices_per_word=1),
+                   image_data=replace(cfg.image_data, glyphs=True, mirror=("tuxpaint", "emoji")),
                    speech=replace(cfg.speech, epochs=3, batch_size=64),
                    image=replace(cfg.image, epochs=3, batch_size=64))
 
@@ -142,6 +162,7 @@ def small_home(tmp_path_factory):
         gallery.forget_loaded()
         build_dataset("tuxpaint", limit=80)
         build_dataset("emoji", limit=60)
+        build_dataset("glyphs", limit=12, variants=2)
         build_dataset("fsdd", limit=60)
         stages = []
         model = dm.ensure_default_model(lambda stage, done, total: stages.append(stage), config=small_config())
@@ -184,6 +205,21 @@ def test_small_default_model_trains_end_to_end_on_real_data(in_small_home):
     assert evals[("fsdd", "zeroshot_top1")] == pytest.approx(z["top1"])
     c = model.results["tuxpaint_caption_to_image"]
     assert 0.0 <= c["r@1"] <= c["r@5"] <= c["r@10"] <= 1.0 and c["queries"] > 0
+    # the image set: Tux Paint training stamps (dev tenth as val), emoji, glyphs, and mirrored
+    # copies of the training images, pixel for pixel, except Tux Paint symbols (their writing)
+    images = load_manifest(small_config().image.dataset)
+    by_id = {r.id: r for r in images}
+    assert {r.id.split(":")[0] for r in images} == {"tuxpaint", "emoji", "glyphs"}
+    assert {r.split for r in images if r.id.startswith("tuxpaint:")} == {"train", "val"}
+    assert not {r.id for r in images} & {r.id for r in dm.heldout_tuxpaint()}
+    mirrors = [r for r in images if r.id.endswith("#mirror")]
+    originals = [by_id[r.id[: -len("#mirror")]] for r in mirrors]
+    assert mirrors and all(o.split == "train" and not o.id.startswith(("glyphs:", *dm.NO_MIRROR)) for o in originals)
+    assert {o.id.split(":")[0] for o in originals} == {"tuxpaint", "emoji"}
+    for m, o in list(zip(mirrors, originals))[:5]:
+        assert (m.text, m.group) == (o.text, o.group)
+        mirrored = np.asarray(Image.open(m.image).convert("RGBA"))
+        assert np.array_equal(mirrored, np.asarray(Image.open(o.image).convert("RGBA"))[:, ::-1])
     # the speech set is synthetic only, and val voices never speak in train
     speech = load_manifest(small_config().speech.dataset)
     assert all(r.source.startswith("tts:") for r in speech)
@@ -407,3 +443,28 @@ def test_a_machine_without_fsdd_still_trains_the_model_and_says_what_was_not_mea
     model = dm.DefaultModel(name="x", config_digest="d", speech_run=1, image_run=2, speech_dir="a", image_dir="b",
                             results={"fsdd_zeroshot": {"skipped": "FSDD is not built here"}})
     assert "FSDD zero-shot: not measured: FSDD is not built here" in dm.format_results(model)
+
+
+@pytest.mark.slow
+def test_cwcl_vs_cl_trains_each_loss_per_seed_and_reports_mean_and_spread(in_small_home):
+    from trainers.experiments import cwcl_vs_cl
+    from xmodal_core.store import Store
+
+    out = cwcl_vs_cl(epochs=1, seeds=(0, 1))
+    store = Store()
+    for loss in ("cwcl", "cl"):
+        part = out[loss]
+        assert [r["seed"] for r in part["per_seed"]] == [0, 1] and len(set(part["runs"])) == 2
+        for r in part["per_seed"]:
+            config = store.get_run(r["run"]).config
+            assert (config["loss"], config["seed"]) == (loss, r["seed"])
+            assert all(0.0 <= r[k] <= 1.0 for k in ("simple k=1", "simple k=10", "general k=48", "bare {}"))
+        for k in ("simple k=1", "simple k=5", "simple k=10", "general k=48", "bare {}"):
+            values = [r[k] for r in part["per_seed"]]
+            assert part[k] == pytest.approx(np.mean(values)) and part["std"][k] == pytest.approx(np.std(values))
+        drops = [r["simple k=10"] - r["simple k=1"] for r in part["per_seed"]]
+        assert out["drop k=10 -> k=1 per seed"][loss] == pytest.approx(drops)
+        assert out["drop k=10 -> k=1"][loss] == pytest.approx(np.mean(drops))
+    assert out["cwcl drops less in"].endswith("of 2 seeds")
+    with pytest.raises(InputError, match="at least one seed"):
+        cwcl_vs_cl(seeds=())

@@ -46,7 +46,7 @@ IMAGE_RUN = f"{NAME}-image"
 MARKER = f"{NAME}.json"  # under paths.home(): which runs are the default model, for which config
 # Bump when the data recipe below changes in a way the config does not show (invalidates the model).
 RECIPE_VERSION = "d1"
-SOURCE_SETS = ("tuxpaint", "emoji", "fsdd")
+SOURCE_SETS = ("tuxpaint", "emoji", "glyphs", "fsdd")
 EVALUATION_ONLY = ("fsdd",)  # the model trains without these; their evaluation is skipped when absent
 # Tux Paint: the held-out fifth of the stamps (by group; the manifest's val and test splits).
 HELDOUT_SPLITS = ("val", "test")
@@ -116,10 +116,28 @@ class SpeechDataConfig:
 @dataclass
 class ImageDataConfig:
     """dev_fraction: share of the Tux Paint training groups kept out to pick the epoch;
-    emoji: add every emoji image with its name."""
+    emoji: add every emoji image with its name; glyphs: add the `glyphs` set (letters, digits and
+    arithmetic signs typeset in the installed fonts); mirror: add a left-right mirrored copy of
+    every training image of these sources ("tuxpaint", "emoji"), except Tux Paint's symbols and
+    road signs, whose writing a mirror would turn into other letters."""
 
     dev_fraction: float = 0.1
     emoji: bool = True
+    glyphs: bool = False
+    mirror: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        self.mirror = tuple(self.mirror)
+        bad = sorted(set(self.mirror) - set(MIRROR_SOURCES))
+        if bad:
+            raise InputError(f"image_data.mirror takes {', '.join(MIRROR_SOURCES)}; got {bad}")
+        if not 0.0 <= self.dev_fraction < 1.0:
+            raise InputError(f"image_data.dev_fraction must be in [0, 1); got {self.dev_fraction}")
+
+
+MIRROR_SOURCES = ("tuxpaint", "emoji")
+# Tux Paint categories whose stamps carry writing or a handed shape (letters, signs): never mirrored.
+NO_MIRROR = ("tuxpaint:symbols/", "tuxpaint:town/roadsigns/")
 
 
 @dataclass
@@ -431,7 +449,9 @@ def build_speech_set(cfg: DefaultModelConfig, progress: Progress | None = None) 
 
 def build_image_set(cfg: DefaultModelConfig) -> dict[str, Any]:
     """The image-text training set `cfg.image.dataset`: Tux Paint training stamps (a dev tenth of
-    their groups as "val") and every emoji, each image with its caption. Media are not copied."""
+    their groups as "val"), every emoji, the typeset glyphs, and mirrored copies of the training
+    images of `cfg.image_data.mirror` (same caption and group). Source media are not copied; the
+    mirrored ones are written once under the set's folder."""
     from dataclasses import replace
 
     from xmodal_core.data import load_manifest
@@ -444,13 +464,37 @@ def build_image_set(cfg: DefaultModelConfig) -> dict[str, Any]:
             records.append(replace(r, split="val" if dev else "train"))
     if cfg.image_data.emoji:
         records += [replace(r, split="train") for r in load_manifest("emoji") if r.image and r.text]
+    if cfg.image_data.glyphs:
+        records += [replace(r, split="train") for r in load_manifest("glyphs") if r.image and r.text]
     out_dir = dataset_dir(cfg.image.dataset)
+    mirrored = [r for r in records if r.split == "train" and r.id.split(":")[0] in cfg.image_data.mirror
+                and not r.id.startswith(NO_MIRROR)]
+    records += [replace(r, id=f"{r.id}#mirror", image=str(mirror_image(Path(r.image), out_dir / "media-mirror")))
+                for r in mirrored]
     summary = BuildSummary(name=cfg.image.dataset, records=len(records), counts=count_records(records))
     summary.notes.append("Tux Paint held-out fifth (its val and test splits) is not in this set; "
                          "val here is a dev tenth of the Tux Paint training groups")
+    if mirrored:
+        summary.notes.append(f"{len(mirrored)} training images also appear mirrored left-right ({', '.join(cfg.image_data.mirror)})")
     summary.path = str(write_manifest(out_dir / "manifest.jsonl", records))
     write_summary(out_dir, summary)
     return summary.to_dict()
+
+
+def mirror_image(src: Path, out_dir: Path) -> Path:
+    """A left-right mirrored copy of `src` under `out_dir`, named by the source's bytes (so an
+    unchanged source is not mirrored twice, and a changed one gets a new file)."""
+    from PIL import Image, ImageOps
+
+    from xmodal_core.data.render import save_png
+
+    data = src.read_bytes()
+    out = out_dir / f"{hashlib.sha256(data).hexdigest()[:24]}.png"
+    if not out.is_file():
+        with Image.open(src) as img:
+            img.load()
+            save_png(ImageOps.mirror(img.convert("RGBA")), out)
+    return out
 
 
 # =============================================================================== features

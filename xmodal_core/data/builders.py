@@ -11,6 +11,7 @@ Real human speech is evaluation-only by default (split "test"); see DESIGN.md.
 from __future__ import annotations
 
 import gzip
+import hashlib
 import inspect
 import re
 import struct
@@ -284,6 +285,76 @@ def build_emoji(out_dir: Path, summary: BuildSummary, *, limit: int | None = Non
     return split_by_group(records, fractions)
 
 
+# --- glyphs --------------------------------------------------------------------------------
+
+GLYPH_SIGNS = "+\u2212\u00d7\u00f7=<>"  # plus, minus, times, divided by, equals, less than, greater than
+
+
+def glyph_catalogue() -> list[tuple[str, str, str]]:
+    """(character, caption, label) for every glyph the `glyphs` set draws: the 52 Latin letters
+    ("The letter m."), the ten digits ("The number three.") and seven arithmetic signs named by
+    Unicode ("A multiplication sign.")."""
+    out = [(c, f"The letter {c}.", "letter") for c in "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"]
+    out += [(str(i), f"The number {w}.", "digit") for i, w in enumerate(DIGIT_WORDS)]
+    out += [(c, f"A {unicodedata.name(c).lower()}.", "sign") for c in GLYPH_SIGNS]
+    return out
+
+
+def build_glyphs(out_dir: Path, summary: BuildSummary, *, limit: int | None = None, variants: int = 24,
+                 size: int = 128, seed: int = 0, fractions=DEFAULT_FRACTIONS,
+                 progress: Progress | None = None) -> list[Record]:
+    """Letters, digits and arithmetic signs typeset in the installed text fonts (`render.TEXT_FONTS`).
+
+    Each glyph is drawn `variants` times, each in a font, style (filled, or outlined with a white
+    inside), colour (black 60 % of the time) and stroke drawn from a generator seeded by the glyph,
+    so a rebuild draws the same images. One group per glyph: its variants are positives, and a
+    split holds out whole glyphs. Fonts that lack a glyph are not drawn from for it.
+    """
+    import random
+
+    if variants < 1:
+        raise InputError(f"variants must be at least 1, got {variants}")
+    fonts = render.text_fonts()
+    if not fonts:
+        raise DatasetError("no text fonts found under /usr/share/fonts: install Debian fonts-dejavu-core "
+                           "(and fonts-liberation, fonts-freefont-ttf, fonts-urw-base35 for variety)")
+    glyphs = glyph_catalogue()
+    if limit is not None:
+        glyphs = glyphs[:limit]
+    summary.extra["fonts"] = len(fonts)
+    jobs = []
+    for char, caption, label in glyphs:
+        usable = [(f, lic) for f, lic in fonts if render.has_glyph(f, char)]
+        if not usable:
+            summary.skip(f"U+{ord(char):04X}", "no installed text font draws it")
+            continue
+        rng = random.Random(f"glyphs:{seed}:{ord(char)}")
+        for k in range(variants):
+            font, license_ = rng.choice(usable)
+            color = (0, 0, 0) if rng.random() < 0.6 else tuple(rng.randrange(0, 200) for _ in range(3))
+            style = dict(outlined=rng.random() < 0.5, color=color, stroke=rng.choice((3, 4, 6)))
+            jobs.append((char, caption, label, k, font, license_, style))
+
+    def work(job):
+        char, _, _, k, font, _, style = job
+        how = hashlib.sha1(repr((font.name, sorted(style.items()))).encode()).hexdigest()[:8]
+        out = _media_dir(out_dir, size) / f"{ord(char):04X}-{k:02d}-{how}.png"  # a new draw, a new file
+        if not out.is_file():
+            render.render_glyph(char, out, font, size=size, **style)
+        return out
+
+    results = _parallel(work, jobs, progress)
+    records = []
+    for (char, caption, label, k, font, license_, style), result in zip(jobs, results):
+        code = f"U+{ord(char):04X}-{k:02d}"
+        if isinstance(result, Exception):
+            summary.skip(code, f"not rendered: {result}")
+            continue
+        records.append(Record(id=f"glyphs:{code}", image=str(result), text=caption, label=label,
+                              group=f"glyphs:U+{ord(char):04X}", source=f"font {font.name}", license=license_))
+    return split_by_group(records, fractions)
+
+
 # --- fashion-mnist ---------------------------------------------------------------------------
 
 def read_idx(path: Path) -> np.ndarray:
@@ -546,6 +617,7 @@ def build_librivox(out_dir: Path, summary: BuildSummary, *, source: Path = LIBRI
 BUILDERS: dict[str, Callable[..., list[Record]]] = {
     "tuxpaint": build_tuxpaint,
     "emoji": build_emoji,
+    "glyphs": build_glyphs,
     "fashion-mnist": build_fashion_mnist,
     "fsdd": build_fsdd,
     "ktuberling": build_ktuberling,
@@ -604,7 +676,7 @@ def build_dataset(name: str, *, limit: int | None = None, progress: Progress | N
     """Build one set from its installed source and write `datasets_dir()/NAME/manifest.jsonl` (+ summary.json).
 
     Args:
-        name: one of `BUILDERS` (tuxpaint, emoji, fashion-mnist, fsdd, ktuberling, librivox).
+        name: one of `BUILDERS` (tuxpaint, emoji, glyphs, fashion-mnist, fsdd, ktuberling, librivox).
         limit: build a small slice (the first `limit` items in a fixed order).
         progress: callable(done, total).
         out_name: write under another set name (e.g. a slice next to the full set).

@@ -39,7 +39,7 @@ def svg_rasteriser() -> str | None:
     return "cairosvg"
 
 
-def _atomic_save(img: Image.Image, out: Path) -> Path:
+def save_png(img: Image.Image, out: Path) -> Path:
     out.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=out.name + ".", suffix=".tmp.png", dir=out.parent)
     os.close(fd)
@@ -206,7 +206,7 @@ def rasterise_svg(src: Path, out: Path, *, element_id: str | None = None, size: 
         doc.set("height", f"{max(1, round(h * scale))}")
         doc.attrib.pop("preserveAspectRatio", None)
         img = crop_to_content(_render(doc, tmpdir, 1.0, label), size)
-    return _atomic_save(img, out)
+    return save_png(img, out)
 
 
 _emoji_font: ImageFont.FreeTypeFont | None = None
@@ -235,4 +235,75 @@ def render_emoji(text: str, out: Path, *, size: int = 128) -> Path:
         raise ImageError(f"Noto Color Emoji has no glyph for {text!r}") from None
     square = Image.new("RGBA", (size, size), (0, 0, 0, 0))
     square.paste(img, ((size - img.width) // 2, (size - img.height) // 2))
-    return _atomic_save(square, out)
+    return save_png(square, out)
+
+
+# --- glyphs: letters, digits and signs typeset in the installed text fonts ---------------------
+
+FONT_DIRS = (Path("/usr/share/fonts/truetype"), Path("/usr/share/fonts/opentype"))
+# Text fonts by file-name prefix, and the Debian package (and licence) each comes from. Symbol
+# fonts (dingbats, emoji) are not here: their "A" is not a letter.
+TEXT_FONTS = {
+    "DejaVu": "fonts-dejavu-core (Bitstream Vera licence)",
+    "Liberation": "fonts-liberation (OFL-1.1)",
+    "FreeSans": "fonts-freefont-ttf (GPL-3+ with font exception)",
+    "FreeSerif": "fonts-freefont-ttf (GPL-3+ with font exception)",
+    "FreeMono": "fonts-freefont-ttf (GPL-3+ with font exception)",
+    "NimbusSans": "fonts-urw-base35 (AGPL-3 with font exception)",
+    "NimbusRoman": "fonts-urw-base35 (AGPL-3 with font exception)",
+    "URWGothic": "fonts-urw-base35 (AGPL-3 with font exception)",
+    "URWBookman": "fonts-urw-base35 (AGPL-3 with font exception)",
+    "C059": "fonts-urw-base35 (AGPL-3 with font exception)",
+    "P052": "fonts-urw-base35 (AGPL-3 with font exception)",
+}
+GLYPH_FONT_SIZE = 160
+
+
+def text_fonts(dirs: tuple[Path, ...] = FONT_DIRS) -> list[tuple[Path, str]]:
+    """Installed text fonts (.ttf/.otf whose name starts with a `TEXT_FONTS` prefix), sorted,
+    each with its package and licence. Empty when none is installed."""
+    found = []
+    for d in dirs:
+        if d.is_dir():
+            for p in sorted(d.rglob("*")):
+                if p.suffix.lower() in (".ttf", ".otf"):
+                    prefix = next((k for k in TEXT_FONTS if p.name.startswith(k)), None)
+                    if prefix is not None:
+                        found.append((p, TEXT_FONTS[prefix]))
+    return sorted(found, key=lambda t: t[0].name)
+
+
+@functools.lru_cache(maxsize=64)
+def _font(path: str) -> ImageFont.FreeTypeFont:
+    return ImageFont.truetype(path, GLYPH_FONT_SIZE)
+
+
+@functools.lru_cache(maxsize=64)
+def _cmap(path: str) -> frozenset[int]:
+    from fontTools.ttLib import TTFont  # fonttools comes with matplotlib
+
+    with TTFont(path, lazy=True) as font:
+        return frozenset(font.getBestCmap() or {})
+
+
+def has_glyph(font_path: Path, char: str) -> bool:
+    """True when the font's character map covers `char` (else it would draw its "missing" box)."""
+    return ord(char) in _cmap(str(font_path))
+
+
+def render_glyph(char: str, out: Path, font_path: Path, *, outlined: bool, color: tuple[int, int, int],
+                 stroke: int = 4, size: int = 128) -> Path:
+    """Typeset one character, filled with `color` or outlined in it (white inside), cropped to its
+    pixels (a few pixels of transparent margin) and fitted in `size` x `size`, as stamps and
+    clip art come. Raises `ImageError` when nothing is drawn."""
+    font = _font(str(font_path))
+    side = GLYPH_FONT_SIZE * 2
+    canvas = Image.new("RGBA", (side, side), (255, 255, 255, 0))
+    style = (dict(fill=(255, 255, 255, 255), stroke_width=stroke, stroke_fill=(*color, 255)) if outlined
+             else dict(fill=(*color, 255)))
+    ImageDraw.Draw(canvas).text((side // 2, side // 2), char, font=font, anchor="mm", **style)
+    try:
+        img = crop_to_content(canvas, size)
+    except ImageError:
+        raise ImageError(f"{font_path.name} draws nothing for {char!r}") from None
+    return save_png(img, out)
