@@ -410,7 +410,7 @@ def build_fashion_mnist(out_dir: Path, summary: BuildSummary, *, which: str = "t
         for n, i in enumerate(chosen, 1):
             out = out_dir / "media" / split_name / f"{i:05d}.png"
             if not out.is_file():
-                render._atomic_save(Image.fromarray(images[i], mode="L"), out)
+                render.save_png(Image.fromarray(images[i], mode="L"), out)
             name = FASHION_CLASSES[int(labels[i])]
             rid = f"fashion-mnist:{split_name}-{i:05d}"
             records.append(Record(id=rid, image=str(out), text=name, label=name, group=rid, source="dataset-fashion-mnist",
