@@ -24,6 +24,10 @@ but makes the exit status non-zero):
   {(1, 0), (0.1, 1), (1, 1)}, each trained on an equal, CPU-sized budget (640 pairs, 2 epochs in
   the full run), queries spoken by people (and, apart, by held-out synthetic voices) against
   all 1,033 Tux Paint images.
+- image_ceiling: Tux Paint caption -> image for the default image recipe's two parts (trained
+  head, ImageNet class prior) alone, mixed at the recipe's weight, at the best fixed weight and
+  with a per-query oracle weight, over 5 seeds (`trainers.experiments.image_ceiling`; full run
+  only: it trains on the default model's image set).
 - domain_gap: every search mode (cascade, shared-space coarse, VGS coarse / CTF) on speech by
   people vs held-out synthetic voices, same gallery: models trained on synthetic speech, used
   on real speech.
@@ -48,7 +52,7 @@ from bench._common import write_result  # noqa: E402
 from bench.training import (ensure_dataset, ensure_run, ensure_standard_run, log, shared_space_runs,  # noqa: E402
                             spoken_tuxpaint, standard_config)
 
-SECTIONS = ("cwcl_vs_cl", "lock_location", "maestro", "teacher_student", "vgs", "domain_gap")
+SECTIONS = ("cwcl_vs_cl", "lock_location", "image_ceiling", "maestro", "teacher_student", "vgs", "domain_gap")
 HUMAN_SPEECH_SETS = ("tuxpaint", "ktuberling", "librivox")  # real speech with a distinct text per clip
 
 
@@ -178,6 +182,18 @@ def section_lock_location(quick: bool) -> dict[str, Any]:
 
 
 LOCK_BUDGET = {"max_train": 1000, "epochs": 3}
+
+
+def section_image_ceiling(quick: bool) -> dict[str, Any]:
+    """`trainers.experiments.image_ceiling`: how far a mix of the image head and the class prior can go."""
+    if quick:
+        return {"skipped": QUICK_SKIP.replace("synthetic speech set", "image set")}
+    try:
+        from trainers.experiments import image_ceiling
+    except ImportError as exc:
+        return {"blocked": f"trainers.experiments is not available ({exc})"}
+    why = _default_model_ready()
+    return {"blocked": why} if why else image_ceiling(seeds=(0, 1, 2, 3, 4))
 
 
 def _probe(a: np.ndarray, b: np.ndarray, seed: int = 0) -> dict[str, Any]:
@@ -404,6 +420,7 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
     fns: dict[str, Callable[[bool], dict]] = {
         "cwcl_vs_cl": section_cwcl_vs_cl, "lock_location": section_lock_location,
+        "image_ceiling": section_image_ceiling,
         "maestro": section_maestro, "teacher_student": section_teacher_student, "vgs": section_vgs,
         "domain_gap": section_domain_gap}
     name = "findings_quick" if args.quick else "findings"

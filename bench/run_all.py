@@ -88,7 +88,9 @@ BENCHES: tuple[Bench, ...] = (
         "sections.domain_gap.modes.*.synthetic_heldout.R@10",
         *(f"sections.cwcl_vs_cl.image.{d}.{loss}.{t}" for d in ("tuxpaint", "fashion-mnist") for loss in ("cwcl", "cl")
           for t in ("simple k=1", "simple k=5", "simple k=10", "general k=48")),
-        "sections.cwcl_vs_cl.speech_fsdd:present", "sections.lock_location:present",
+        "sections.cwcl_vs_cl.speech_fsdd:present", "sections.lock_location:present", "sections.image_ceiling:present",
+        *(f"full:sections.image_ceiling.heldout.{row}.{k}" for row in ("recipe mix", "per-query oracle")
+          for k in ("R@1", "R@10")),
         *(f"full:sections.cwcl_vs_cl.speech_fsdd.{loss}.{t}" for loss in ("cwcl", "cl")
           for t in ("simple k=1", "simple k=5", "simple k=10", "general k=48")),
         *(f"full:sections.lock_location.{lock}.simple k=1" for lock in ("none", "speech", "text", "both")))),

@@ -19,11 +19,12 @@ from trainers import default_model as dm
 from xmodal_core.cli import main as cli_main
 from xmodal_core.errors import InputError
 
-# What the full default model measured (docs/RESULTS_issue5.md), less a margin for run-to-run
-# spread, so that a regression fails the slow test.
+# What the full default model measured (docs/RESULTS.md: FSDD 0.953, Tux Paint 0.336-0.348 / 0.696-0.713),
+# less a margin for run-to-run spread (about +-0.02 over image seeds), so that a regression fails the
+# slow test. These are regression floors, not the issue's targets (R@1 >= 0.45, R@10 >= 0.85: not met).
 TARGET_FSDD_TOP1 = 0.94
-TARGET_TUX_R1 = 0.25
-TARGET_TUX_R10 = 0.6
+TARGET_TUX_R1 = 0.30
+TARGET_TUX_R10 = 0.65
 
 
 # ----------------------------------------------------------------------------- config and recipe
@@ -468,3 +469,26 @@ def test_cwcl_vs_cl_trains_each_loss_per_seed_and_reports_mean_and_spread(in_sma
     assert out["cwcl drops less in"].endswith("of 2 seeds")
     with pytest.raises(InputError, match="at least one seed"):
         cwcl_vs_cl(seeds=())
+
+
+@pytest.mark.slow
+def test_image_ceiling_measures_head_prior_mix_and_oracle_per_seed(in_small_home):
+    from trainers.align import load_aligned
+    from trainers.experiments import image_ceiling
+    from xmodal_core.store import Store
+
+    out = image_ceiling(seeds=(0,), epochs=2)
+    (entry,) = out["per_seed"]
+    config = Store().get_run(entry["run"]).config
+    assert (config["seed"], config["epochs"], config["dataset"]) == (0, 2, small_config().image.dataset)
+    held = entry["heldout"]
+    # the recipe's mix is what the model's own evaluation path measures (embed mixes head and prior)
+    direct = dm.tuxpaint_caption_to_image(load_aligned(entry["run"]))
+    for k in ("R@1", "R@5", "R@10"):
+        assert held["recipe mix"][k] == pytest.approx(direct[f"r@{k[2:]}"], abs=1e-6)
+        assert held["per-query oracle"][k] >= max(held[row][k] for row in out["rows"][:4])
+    assert held["best fixed weight"]["R@1"] >= held["recipe mix"]["R@1"]
+    assert held["queries"] == direct["queries"] and held["gallery"] == direct["gallery"]
+    assert out["heldout"]["recipe mix"] == held["recipe mix"] and out["recipe_weight"] == 0.3
+    with pytest.raises(InputError, match="at least one seed"):
+        image_ceiling(seeds=())

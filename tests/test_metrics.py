@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from xmodal_core.errors import InputError
-from xmodal_core.metrics import modality_gap, recall_at_k, retrieval_probe, similarity_heatmap, topk_accuracy
+from xmodal_core.metrics import (mixture_recall, modality_gap, recall_at_k, retrieval_probe, similarity_heatmap,
+                                 topk_accuracy)
 
 
 def recall_reference(sim: list[list[float]], positives: list[set[int]], k: int) -> float:
@@ -68,6 +69,42 @@ def test_recall_rejects_queries_without_positives_and_bad_indices():
 
 
 # --- top-k accuracy ------------------------------------------------------------------------
+
+
+def test_mixture_oracle_lets_each_query_take_its_own_weight_by_hand():
+    # two items; embedding a puts each query's answer first for query 0 only, b for query 1 only
+    a = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+    b = torch.tensor([[0.0, 1.0], [1.0, 0.0]])
+    queries = torch.tensor([[1.0, 0.0], [1.0, 0.0]])
+    mix = mixture_recall(queries, a, b, [0, 1], weights=(0.0, 1.0), ks=(1, 2))
+    assert mix.recall == [{"R@1": 0.5, "R@2": 1.0}, {"R@1": 0.5, "R@2": 1.0}]
+    assert mix.oracle == {"R@1": 1.0, "R@2": 1.0}
+    assert mix.best_weight == 0.0  # a tie goes to the smaller weight
+
+
+def test_mixture_recall_per_weight_is_recall_of_the_mixed_gallery_and_the_oracle_bounds_it():
+    g = torch.Generator().manual_seed(3)
+    unit = lambda *shape: torch.nn.functional.normalize(torch.randn(*shape, generator=g), dim=-1)  # noqa: E731
+    a, b, queries = unit(40, 8), unit(40, 8), unit(25, 8)
+    positives = [[i, (i + 7) % 40] for i in range(25)]
+    weights = (0.0, 0.25, 0.5, 0.75, 1.0)
+    mix = mixture_recall(queries, a, b, positives, weights)
+    for w, got in zip(weights, mix.recall):
+        gallery = torch.nn.functional.normalize((1 - w) * a + w * b, dim=-1)
+        assert got == pytest.approx(recall_at_k(queries @ gallery.T, positives, (1, 5, 10)))
+        assert all(mix.oracle[k] >= got[k] for k in got)
+    best = max(mix.recall, key=lambda r: r["R@1"])
+    assert mix.recall[list(weights).index(mix.best_weight)]["R@1"] == best["R@1"]
+
+
+def test_mixture_recall_rejects_mismatched_galleries_and_bad_weights():
+    a = torch.eye(3)
+    with pytest.raises(InputError, match="same"):
+        mixture_recall(torch.eye(3), a, torch.eye(4)[:, :3].T, [0, 1, 2])
+    with pytest.raises(InputError, match="weights"):
+        mixture_recall(torch.eye(3), a, a, [0, 1, 2], weights=(0.5, 1.5))
+    with pytest.raises(InputError, match="positive"):
+        mixture_recall(torch.eye(3), a, a, torch.zeros(3, 3, dtype=torch.bool))
 
 
 def test_topk_accuracy_by_hand_and_against_a_loop():

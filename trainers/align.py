@@ -318,6 +318,22 @@ class AlignModel(nn.Module):
                 h = (1 - w) * F.normalize(h.float(), dim=-1) + w * self.priors[modality](x_unit)
         return F.normalize(h.float(), dim=-1)
 
+    @torch.no_grad()
+    def head_and_prior(self, modality: str, features: Tensor) -> tuple[Tensor, Tensor]:
+        """The two parts `embed` mixes for a tower with a class prior, before mixing: the head's
+        and the prior's (n, embed_dim) unit rows for cached (n, d_in) features, in eval mode."""
+        if modality not in self.priors or modality in self.towers:
+            raise InputError(f"{modality} has no class prior on cached features in this run "
+                             f"(priors: {sorted(self.priors) or 'none'})")
+        was_training = self.training
+        self.eval()
+        try:
+            x_unit = F.normalize(features.float(), dim=-1)
+            head = F.normalize(self.heads[modality](x_unit).float(), dim=-1)
+            return head, self.priors[modality](x_unit)
+        finally:
+            self.train(was_training)
+
     def forward(self, anchor_in: Tensor | Sequence[Any], other_in: Tensor | Sequence[Any]) -> tuple[Tensor, dict[str, Tensor]]:
         """One (local) batch of pairs -> (weighted loss, {term: loss}). Contrastive terms gather
         the batch over ranks, so negatives are the global batch."""

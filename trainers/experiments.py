@@ -7,9 +7,13 @@
 - `lock_table`: which tower keeps its pretrained weights (none / speech / text / both) for
   speech-text, on a seeded subset of the synthetic speech set with a small budget, since a
   fine-tuned tower runs in every step on the CPU (CWCL Table 6).
+- `image_ceiling`: how far the default image recipe's two parts (the trained head and the
+  ImageNet class prior) can go on Tux Paint caption -> image: each alone, mixed at the recipe's
+  weight, at the best fixed weight picked on the held-out set itself, and with a per-query
+  oracle weight (an upper bound for any mix of the two), per seed.
 
 Each setting is a run in the store (named `exp-...`, never `xmodal-default...`), so the runs page
-shows them. `python -m trainers.experiments cwcl-vs-cl|locks [--json]`.
+shows them. `python -m trainers.experiments cwcl-vs-cl|locks|image-ceiling [--json]`.
 """
 from __future__ import annotations
 
@@ -23,7 +27,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from trainers.default_model import (Progress, embed_records, fsdd_zeroshot, load_config, train_align_run)
-from xmodal_core.errors import InputError
+from xmodal_core.errors import DatasetError, InputError
 
 TEMPLATE_SETTINGS = (("simple", (1, 5, 10)), ("general", (48,)))
 LOCKS = ("none", "speech", "text", "both")
@@ -133,23 +137,92 @@ def lock_table(max_train: int = 1500, epochs: int = 4, batch_size: int = 64, max
     return out
 
 
+def _image_parts(aligned, records: Sequence) -> dict[str, Any]:
+    """Caption -> image over the Tux Paint `records` (a split of stamps) for one image run:
+    queries, the head's and the prior's gallery embeddings, positives."""
+    from trainers.default_model import _features, tuxpaint_gallery
+
+    images, captions, positives = tuxpaint_gallery(records)
+    head, prior = aligned.model.head_and_prior("image", _features(aligned.config.encoders["image"], images, "image"))
+    return {"queries": embed_records(aligned, captions, "text"), "head": head, "prior": prior, "positives": positives,
+            "n": (len(captions), len(images))}
+
+
+def image_ceiling(seeds: Sequence[int] = SEEDS, epochs: int | None = None, progress: Progress | None = None,
+                  store=None) -> dict[str, Any]:
+    """Train the default image recipe once per seed and measure Tux Paint caption -> image
+    R@1/5/10 on the dev tenth (of the training stamps) and the held-out fifth for: the head
+    alone, the class prior alone, the recipe's mix, the best fixed mixing weight (picked on that
+    same split, so optimistic), and the per-query oracle weight (`metrics.mixture_recall`). Mean
+    and spread over seeds, and each seed. Needs the default image set (`ensure_default_model`)."""
+    from trainers.align import load_aligned
+    from trainers.default_model import heldout_tuxpaint
+    from xmodal_core.data import load_manifest
+    from xmodal_core.metrics import mixture_recall
+
+    if not seeds:
+        raise InputError("image_ceiling needs at least one seed")
+    base = load_config().image
+    if epochs is not None:
+        base = replace(base, epochs=int(epochs))
+    recipe_w = float(base.class_prior.get("image", 0.0))
+    splits = {"dev": [r for r in load_manifest(base.dataset, split="val") if r.id.startswith("tuxpaint:")],
+              "heldout": heldout_tuxpaint()}
+    splits = {name: records for name, records in splits.items() if any(r.image for r in records)}
+    if "heldout" not in splits:
+        raise DatasetError("no held-out Tux Paint images to measure on: build the set (`xmodal data build tuxpaint`)")
+    rows = ("head alone", "prior alone", "recipe mix", "best fixed weight", "per-query oracle")
+    per_seed: list[dict[str, Any]] = []
+    for seed in seeds:
+        run = train_align_run(f"exp-image-seed{seed}", replace(base, seed=int(seed)), progress, store)
+        aligned = load_aligned(run.id)
+        entry: dict[str, Any] = {"seed": int(seed), "run": run.id}
+        for split, records in splits.items():
+            parts = _image_parts(aligned, records)
+            weights = sorted({*np.round(np.linspace(0, 1, 21), 2).tolist(), recipe_w})
+            mix = mixture_recall(parts["queries"], parts["head"], parts["prior"], parts["positives"], weights)
+            at = {w: r for w, r in zip(mix.weights, mix.recall)}
+            entry[split] = {"head alone": at[0.0], "prior alone": at[1.0], "recipe mix": at[recipe_w],
+                            "best fixed weight": at[mix.best_weight], "per-query oracle": mix.oracle,
+                            "best weight": mix.best_weight, "queries": parts["n"][0], "gallery": parts["n"][1]}
+        per_seed.append(entry)
+    out: dict[str, Any] = {"seeds": [int(s) for s in seeds], "recipe_weight": recipe_w, "rows": list(rows),
+                           "per_seed": per_seed}
+    for split in splits:
+        out[split] = {row: {k: float(np.mean([e[split][row][k] for e in per_seed])) for k in per_seed[0][split][row]}
+                      for row in rows}
+        out[split]["std"] = {row: {k: float(np.std([e[split][row][k] for e in per_seed]))
+                                   for k in per_seed[0][split][row]} for row in rows}
+        out[split]["best weights"] = [e[split]["best weight"] for e in per_seed]
+        out[split]["queries"], out[split]["gallery"] = per_seed[0][split]["queries"], per_seed[0][split]["gallery"]
+    sizes = {s: f"{out[s]['queries']} captions -> {out[s]['gallery']} images" for s in splits}
+    out["data"] = ("Tux Paint caption -> image: dev = the dev tenth of the training stamps "
+                   f"({sizes.get('dev', 'none here')}), heldout = the held-out fifth (manifest val + test, "
+                   f"{sizes['heldout']}); image runs trained on the default image set "
+                   "(trainers.experiments.image_ceiling)")
+    return out
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     from trainers.default_model import console_progress, ensure_default_model
 
     parser = argparse.ArgumentParser(prog="python -m trainers.experiments", description=__doc__.split("\n\n")[0])
-    parser.add_argument("table", choices=["cwcl-vs-cl", "locks"])
+    parser.add_argument("table", choices=["cwcl-vs-cl", "locks", "image-ceiling"])
     parser.add_argument("--epochs", type=int, help="training epochs per run")
     parser.add_argument("--max-train", type=int, default=1500, help="locks: training pairs (seeded subset)")
-    parser.add_argument("--seeds", type=int, default=len(SEEDS), help="cwcl-vs-cl: seeds per loss (0, 1, ...)")
+    parser.add_argument("--seeds", type=int, default=len(SEEDS),
+                        help="cwcl-vs-cl: seeds per loss; image-ceiling: image runs (seeds 0, 1, ...)")
     parser.add_argument("--quiet", action="store_true")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
     progress = None if args.quiet else console_progress()
     ensure_default_model(progress)  # builds the synthetic speech set the experiments train on
+    if args.table in ("cwcl-vs-cl", "image-ceiling") and args.seeds < 1:
+        parser.error("--seeds must be at least 1")
     if args.table == "cwcl-vs-cl":
-        if args.seeds < 1:
-            parser.error("--seeds must be at least 1")
         result = cwcl_vs_cl(args.epochs, tuple(range(args.seeds)), progress)
+    elif args.table == "image-ceiling":
+        result = image_ceiling(tuple(range(args.seeds)), args.epochs, progress)
     else:
         result = lock_table(args.max_train, args.epochs or 4, progress=progress)
     print(json.dumps(result, indent=2))

@@ -17,6 +17,8 @@ from xmodal_core.errors import InputError
 
 __all__ = [
     "recall_at_k",
+    "MixtureRecall",
+    "mixture_recall",
     "topk_accuracy",
     "Heatmap",
     "similarity_heatmap",
@@ -91,6 +93,68 @@ def recall_at_k(sim, positives, ks: Sequence[int] = (1, 5, 10)) -> dict[str, flo
     top = sim.topk(kmax, dim=1).indices  # (Q, kmax)
     hit = mask.gather(1, top).cumsum(dim=1) > 0  # (Q, kmax): any positive within the first r+1
     return {f"R@{k}": float(hit[:, min(int(k), n) - 1].float().mean()) for k in ks}
+
+
+def _first_positive_rank(sim: Tensor, mask: Tensor) -> Tensor:
+    """(Q,) 0-based rank of each query's best-scoring positive: items scoring strictly higher."""
+    best = torch.where(mask, sim, torch.full_like(sim, -torch.inf)).max(dim=1).values
+    return (sim > best[:, None]).sum(dim=1)
+
+
+@dataclass
+class MixtureRecall:
+    """Retrieval against galleries mixed from two embeddings of the same items (`mixture_recall`).
+
+    weights: the mixing weights w tried; recall: per w, {"R@k": ..}; best_weight: the w with the
+    highest R@1 (ties: higher R@k for the largest k, then the smaller w); oracle: {"R@k": ..} when
+    every query may take its own w, chosen knowing the answer: an upper bound for any way of
+    mixing the two that gives one score per item, since no fixed or per-query rule can do better
+    than the best w for that query.
+    """
+
+    weights: list[float]
+    recall: list[dict[str, float]]
+    best_weight: float
+    oracle: dict[str, float]
+
+
+def mixture_recall(queries, a, b, positives, weights: Sequence[float] = tuple(np.linspace(0, 1, 21)),
+                   ks: Sequence[int] = (1, 5, 10)) -> MixtureRecall:
+    """Recall@k of `queries` against normalize((1 - w) * a + w * b) for each w in `weights`.
+
+    Args:
+        queries: (Q, d) unit rows; a, b: (N, d) unit rows, two embeddings of the same N gallery
+            items (e.g. an image head's output and a classifier-based prior).
+        positives: as in `recall_at_k`.
+        weights: each in [0, 1]; ks: cutoffs (a k above N counts as N).
+
+    Returns:
+        MixtureRecall: recall per weight, the best fixed weight by R@1, and the per-query oracle.
+        Ranks count the items scoring strictly higher than a query's best positive.
+    """
+    queries, a, b = (_tensor(x, name, 2).float() for x, name in ((queries, "queries"), (a, "a"), (b, "b")))
+    if a.shape != b.shape or queries.shape[1] != a.shape[1]:
+        raise InputError(f"a and b must be the same (N, d) as each other, with queries' d; got queries "
+                         f"{tuple(queries.shape)}, a {tuple(a.shape)}, b {tuple(b.shape)}")
+    weights = [float(w) for w in weights]
+    if not weights or any(not 0.0 <= w <= 1.0 for w in weights):
+        raise InputError(f"weights must be a non-empty list of numbers in [0, 1]; got {weights}")
+    if not ks or any(int(k) < 1 for k in ks):
+        raise InputError(f"ks must be positive; got {list(ks)}")
+    q, n = queries.shape[0], a.shape[0]
+    mask = _positive_mask(positives, q, n, queries.device)
+    if not mask.any(dim=1).all():
+        raise InputError("every query needs a positive item; drop the others or fix the pairs")
+    ranks = torch.stack([_first_positive_rank(queries @ F.normalize((1 - w) * a + w * b, dim=-1).T, mask)
+                         for w in weights])  # (W, Q)
+
+    def recall(r: Tensor) -> dict[str, float]:
+        return {f"R@{k}": float((r < min(int(k), n)).float().mean()) for k in ks}
+
+    per_weight = [recall(r) for r in ranks]
+    kmax = f"R@{max(int(k) for k in ks)}"
+    best = max(range(len(weights)), key=lambda i: (per_weight[i].get("R@1", 0.0), per_weight[i][kmax], -weights[i]))
+    return MixtureRecall(weights, per_weight, weights[best], recall(ranks.min(dim=0).values))
 
 
 def topk_accuracy(logits, labels, ks: Sequence[int] = (1, 5)) -> dict[str, float]:
