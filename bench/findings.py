@@ -48,7 +48,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from bench._common import write_result  # noqa: E402
+from bench._common import machine_info, write_result  # noqa: E402
 from bench.training import (ensure_dataset, ensure_run, ensure_standard_run, log, shared_space_runs,  # noqa: E402
                             spoken_tuxpaint, standard_config)
 
@@ -432,14 +432,20 @@ def main(argv: list[str] | None = None) -> int:
 
         path = RESULTS_DIR / f"{name}.json"
         if path.is_file():
-            previous = json.loads(path.read_text(encoding="utf-8")).get("sections", {})
+            earlier = json.loads(path.read_text(encoding="utf-8"))
+            previous = earlier.get("sections", {})
+            for kept in previous.values():  # the earlier file's date and machine were theirs
+                if isinstance(kept, dict):
+                    kept.setdefault("measured_at", earlier.get("date"))
+                    kept.setdefault("machine", earlier.get("machine", {}))
     sections, failed = dict(previous), []
     for section in args.only or SECTIONS:
         log(f"== {section}")
         t0 = time.perf_counter()
         try:
             sections[section] = {**fns[section](args.quick), "seconds": round(time.perf_counter() - t0, 1),
-                                 "measured_at": time.strftime("%Y-%m-%dT%H:%M:%S+00:00", time.gmtime())}
+                                 "measured_at": time.strftime("%Y-%m-%dT%H:%M:%S+00:00", time.gmtime()),
+                                 "machine": machine_info()}  # sections kept by --only keep theirs
         except Exception as exc:  # noqa: BLE001 - one broken finding must not lose the others
             traceback.print_exc()
             sections[section] = {"error": f"{type(exc).__name__}: {exc}"}

@@ -74,11 +74,20 @@ def machine(doc: dict) -> str:
             f"with {threads} thread(s)")
 
 
-def caption(doc: dict, data: str, date: str | None = None) -> str:
-    """The line under a table: data and split, machine, date (a section's own date when given)."""
+def caption(doc: dict, data: str, date: str | None = None, section: dict | None = None) -> str:
+    """The line under a table: data and split, machine, date and commit. A section measured on its
+    own (`python -m bench.findings --only ...`) carries its own date and machine; one kept from an
+    older run with a date but no machine says so rather than borrowing the file's machine."""
     quick = " **Quick variant** (small, for CI: not for conclusions)." if doc["_file"].endswith("_quick.json") else ""
-    commit = (doc.get("machine", {}).get("git_commit") or "")[:10]
-    return (f"*Data: {data}. Machine: {machine(doc)}. Date: {date or doc.get('date', '?')}"
+    source = doc
+    if section is not None and "measured_at" in section:
+        date = section["measured_at"]
+        if "machine" not in section:
+            return (f"*Data: {data}. Date: {date or '?'} (machine and commit not recorded for this section). "
+                    f"Source: `bench/results/{doc['_file']}`.*{quick}")
+        source = section
+    commit = (source.get("machine", {}).get("git_commit") or "")[:10]
+    return (f"*Data: {data}. Machine: {machine(source)}. Date: {date or doc.get('date', '?')}"
             f"{f', commit {commit}' if commit else ''}. Source: `bench/results/{doc['_file']}`.*{quick}")
 
 
@@ -514,7 +523,7 @@ def sec_findings(r: Report) -> None:
         img = v.get("image", {})
         data = [v.get("speech_fsdd", {}).get("data"),
                 f"images: runs {img.get('runs')} trained on {img.get('trained_on')}"]
-        r.add(caption(doc, "; ".join(x for x in data if x), date=v.get("measured_at")))
+        r.add(caption(doc, "; ".join(x for x in data if x), section=v))
 
     v = s.get("lock_location", {})
     r.add("### Lock location (speech-text): which tower keeps its pretrained weights")
@@ -527,7 +536,7 @@ def sec_findings(r: Report) -> None:
         best = max((row for row in rows), key=lambda row: float(row[4]) if row[4] != "–" else -1)
         r.add(f"Best at 10 simple templates: locked = {best[0]} (the CWCL paper found locking the text tower best).")
         r.add(caption(doc, f"{v.get('data', '')}; {v.get('train_pairs')} training pairs, {v.get('epochs')} epochs, "
-                           f"batch {v.get('batch_size')}", date=v.get("measured_at")))
+                           f"batch {v.get('batch_size')}", section=v))
 
     v = s.get("image_ceiling", {})
     r.add("### How far the default image recipe's parts go: head, class prior, their mix, and an oracle")
@@ -552,7 +561,7 @@ def sec_findings(r: Report) -> None:
               "mix of these two parts can score higher than the oracle row: on the held-out fifth it reaches "
               f"R@1 {fmt(o['R@1'])} / R@10 {fmt(o['R@10'])} against the issue's targets 0.45 / 0.85. Mean ± std over "
               f"{len(v['seeds'])} seeds of the image head.")
-        r.add(caption(doc, v.get("data", ""), date=v.get("measured_at")))
+        r.add(caption(doc, v.get("data", ""), section=v))
 
     v = s.get("maestro", {})
     r.add("### Maestro analysis: modality gap and retrieval probes (direct cosine vs ASIF)")
@@ -569,7 +578,7 @@ def sec_findings(r: Report) -> None:
                      "queries / anchors / k"], rows))
         r.add("Checks: " + "; ".join(f"{k.replace('_', ' ')}: {met(x)}" for k, x in v["checks"].items()) + ".")
         r.add(caption(doc, "; ".join(f"{k}: {row['data']}" for k, row in v["sets"].items()) + f"; {v['protocol']}",
-                      date=v.get("measured_at")))
+                      section=v))
         tsne = [(name, row["tsne"]) for name, row in v["sets"].items() if "tsne" in row]
 
         def draw(fig):
@@ -600,7 +609,7 @@ def sec_findings(r: Report) -> None:
         r.add(table(["evaluated on", "loss", "S→T R@1", "S→T R@10", "T→S R@1", "T→S R@10"], rows))
         r.add(f"Finding: {v['finding']} (the paper found T → S higher).")
         r.add(caption(doc, "trained on spoken Tux Paint split train (synthetic voices); evaluated on the splits named "
-                           f"in the table; runs {v['runs']}", date=v.get("measured_at")))
+                           f"in the table; runs {v['runs']}", section=v))
 
     v = s.get("vgs", {})
     r.add("### FaST-VGS: coarse / fine / coarse-to-fine by loss weighting")
@@ -630,7 +639,7 @@ def sec_findings(r: Report) -> None:
             r.add("For scale, each run's own validation (synthetic held-out voices, against that split's few dozen "
                   "images, epoch picked by it): " + "; ".join(vals) + ".")
         r.add(caption(doc, f"gallery: {v['gallery']}; trained on {v['trained_on']}; queries as named above",
-                      date=v.get("measured_at")))
+                      section=v))
 
     v = s.get("domain_gap", {})
     if v and "error" not in v:
@@ -641,7 +650,7 @@ def sec_findings(r: Report) -> None:
         r.add(f"Chance R@10 = {fmt(v['chance_R@10'])}. The cascade needs no training (its ASR was trained on real "
               "speech); the trained modes learned from synthetic voices only.")
         r.add(caption(doc, "; ".join(f"{k}: {d}" for k, d in v["queries"].items()) + f"; gallery: {v['gallery']}; "
-                           f"runs {v['runs']}", date=v.get("measured_at")))
+                           f"runs {v['runs']}", section=v))
     elif "error" in v:
         r.add(f"*Domain-gap section failed: {v['error']}*")
 
