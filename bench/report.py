@@ -74,20 +74,20 @@ def machine(doc: dict) -> str:
             f"with {threads} thread(s)")
 
 
-def caption(doc: dict, data: str, date: str | None = None, section: dict | None = None) -> str:
+def caption(doc: dict, data: str, section: dict | None = None) -> str:
     """The line under a table: data and split, machine, date and commit. A section measured on its
     own (`python -m bench.findings --only ...`) carries its own date and machine; one kept from an
     older run with a date but no machine says so rather than borrowing the file's machine."""
     quick = " **Quick variant** (small, for CI: not for conclusions)." if doc["_file"].endswith("_quick.json") else ""
-    source = doc
+    source, date = doc, doc.get("date", "?")
     if section is not None and "measured_at" in section:
         date = section["measured_at"]
         if "machine" not in section:
-            return (f"*Data: {data}. Date: {date or '?'} (machine and commit not recorded for this section). "
+            return (f"*Data: {data}. Date: {date} (machine and commit not recorded for this section). "
                     f"Source: `bench/results/{doc['_file']}`.*{quick}")
         source = section
     commit = (source.get("machine", {}).get("git_commit") or "")[:10]
-    return (f"*Data: {data}. Machine: {machine(source)}. Date: {date or doc.get('date', '?')}"
+    return (f"*Data: {data}. Machine: {machine(source)}. Date: {date}"
             f"{f', commit {commit}' if commit else ''}. Source: `bench/results/{doc['_file']}`.*{quick}")
 
 

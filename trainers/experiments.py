@@ -137,17 +137,6 @@ def lock_table(max_train: int = 1500, epochs: int = 4, batch_size: int = 64, max
     return out
 
 
-def _image_parts(aligned, records: Sequence) -> dict[str, Any]:
-    """Caption -> image over the Tux Paint `records` (a split of stamps) for one image run:
-    queries, the head's and the prior's gallery embeddings, positives."""
-    from trainers.default_model import _features, tuxpaint_gallery
-
-    images, captions, positives = tuxpaint_gallery(records)
-    head, prior = aligned.model.head_and_prior("image", _features(aligned.config.encoders["image"], images, "image"))
-    return {"queries": embed_records(aligned, captions, "text"), "head": head, "prior": prior, "positives": positives,
-            "n": (len(captions), len(images))}
-
-
 def image_ceiling(seeds: Sequence[int] = SEEDS, epochs: int | None = None, progress: Progress | None = None,
                   store=None) -> dict[str, Any]:
     """Train the default image recipe once per seed and measure Tux Paint caption -> image
@@ -156,7 +145,7 @@ def image_ceiling(seeds: Sequence[int] = SEEDS, epochs: int | None = None, progr
     same split, so optimistic), and the per-query oracle weight (`metrics.mixture_recall`). Mean
     and spread over seeds, and each seed. Needs the default image set (`ensure_default_model`)."""
     from trainers.align import load_aligned
-    from trainers.default_model import heldout_tuxpaint
+    from trainers.default_model import _features, heldout_tuxpaint, tuxpaint_gallery
     from xmodal_core.data import load_manifest
     from xmodal_core.metrics import mixture_recall
 
@@ -171,20 +160,25 @@ def image_ceiling(seeds: Sequence[int] = SEEDS, epochs: int | None = None, progr
     splits = {name: records for name, records in splits.items() if any(r.image for r in records)}
     if "heldout" not in splits:
         raise DatasetError("no held-out Tux Paint images to measure on: build the set (`xmodal data build tuxpaint`)")
+    # per split, once: (caption records, positives (queries x images), cached image features)
+    galleries = {}
+    for split, records in splits.items():
+        images, captions, positives = tuxpaint_gallery(records)
+        galleries[split] = (captions, positives, _features(base.encoders["image"], images, "image"))
+    weights = sorted({*np.round(np.linspace(0, 1, 21), 2).tolist(), recipe_w})
     rows = ("head alone", "prior alone", "recipe mix", "best fixed weight", "per-query oracle")
     per_seed: list[dict[str, Any]] = []
     for seed in seeds:
         run = train_align_run(f"exp-image-seed{seed}", replace(base, seed=int(seed)), progress, store)
         aligned = load_aligned(run.id)
         entry: dict[str, Any] = {"seed": int(seed), "run": run.id}
-        for split, records in splits.items():
-            parts = _image_parts(aligned, records)
-            weights = sorted({*np.round(np.linspace(0, 1, 21), 2).tolist(), recipe_w})
-            mix = mixture_recall(parts["queries"], parts["head"], parts["prior"], parts["positives"], weights)
-            at = {w: r for w, r in zip(mix.weights, mix.recall)}
+        for split, (captions, positives, features) in galleries.items():
+            head, prior = aligned.model.head_and_prior("image", features)
+            mix = mixture_recall(embed_records(aligned, captions, "text"), head, prior, positives, weights)
+            at = dict(zip(mix.weights, mix.recall))
             entry[split] = {"head alone": at[0.0], "prior alone": at[1.0], "recipe mix": at[recipe_w],
                             "best fixed weight": at[mix.best_weight], "per-query oracle": mix.oracle,
-                            "best weight": mix.best_weight, "queries": parts["n"][0], "gallery": parts["n"][1]}
+                            "best weight": mix.best_weight, "queries": len(captions), "gallery": len(features)}
         per_seed.append(entry)
     out: dict[str, Any] = {"seeds": [int(s) for s in seeds], "recipe_weight": recipe_w, "rows": list(rows),
                            "per_seed": per_seed}
