@@ -186,14 +186,14 @@ def test_indexing_a_folder_reports_unreadable_files_and_searching_it_works(pictu
 
 @pytest.mark.slow
 def test_asif_mode_compares_text_and_images_through_paired_anchors(pictures, monkeypatch):
-    import xmodal_core.search as search_mod
     from xmodal_core.registry import get_encoder
+    from xmodal_core.search import anchors as search_anchors
 
     gallery, _ = galleries.index_folder(pictures)
     names = ["red apple", "blue whale", "green frog"]
     anchors = (get_encoder("minilm").encode(names),
                get_encoder("efficientnet-lite0").encode([str(pictures / f"{n.replace(' ', '_')}.png") for n in names]))
-    monkeypatch.setattr(search_mod, "anchor_pairs", lambda **kw: anchors)
+    monkeypatch.setattr(search_anchors, "anchor_pairs", lambda **kw: anchors)
     heard, grid, timings, hits, _ = _search("text", text="a big whale in the sea", gallery=gallery.name, mode="asif")
     assert hits[0][3] == "folder:blue_whale.png"
     assert any(stage.startswith("ASIF similarity (3 anchors") for stage, _ in timings)

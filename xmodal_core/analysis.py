@@ -2,7 +2,8 @@
 model, 2-D maps, class-grouped cosine heatmaps, retrieval probes (direct vs ASIF, modality
 gap) and zero-shot accuracy against the number of templates.
 
-A model is named by a key:
+A model is named by a key, and every key is a `spaces.Space` (`space_for`), the one thing
+that embeds:
 - "pretrained": the towers as installed (Whisper, MiniLM, EfficientNet), before alignment;
 - "cascade": speech -> Whisper transcript -> MiniLM, text -> MiniLM (no training);
 - "in-use": the model in use (`spaces.current_space()`);
@@ -20,8 +21,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from xmodal_core.errors import DatasetError, InputError
-
-PRETRAINED = {"speech": "whisper-tiny.en", "text": "minilm", "image": "efficientnet-lite0"}
+from xmodal_core.spaces import PRETRAINED
 MARKERS = {"speech": "circle", "text": "x", "image": "square"}
 
 Progress = Callable[[int, int], None]
@@ -134,53 +134,24 @@ def model_choices(modalities: Sequence[str] = ()) -> list[tuple[str, str]]:
     return out
 
 
-def _features(encoder: str, records: Sequence, modality: str, progress: Progress | None = None) -> np.ndarray:
-    from xmodal_core.data.features import FeatureCache
-
-    return FeatureCache(encoder).get(list(records), modality, progress=progress)
-
-
-def _transcript_records(records: Sequence) -> list:
-    from dataclasses import replace
-
+def space_for(model: str):
+    """The `spaces.Space` a model key names (see the module doc)."""
     from xmodal_core import spaces
 
-    texts = spaces.transcribe([r.audio for r in records])
-    return [replace(r, text=t or " ") for r, t in zip(records, texts)]
-
-
-def _run_embed(run_id: int, modality: str, records: Sequence, progress: Progress | None) -> np.ndarray:
-    from xmodal_core import spaces
-
-    return spaces.run_embed(run_id, modality, [r.item(modality) for r in records])
+    if model == "pretrained":
+        return spaces.Space.pretrained_towers()
+    if model == "cascade":
+        return spaces.Space()
+    if model == "in-use":
+        return spaces.current_space()
+    if model.startswith("run:") and model[4:].isdigit():
+        return spaces.Space(own_run=int(model[4:]))  # the run on its own, every tower (text included) through it
+    raise InputError(f"unknown model {model!r}; use pretrained, cascade, in-use or run:ID")
 
 
 def embed_records(model: str, modality: str, records: Sequence, progress: Progress | None = None) -> np.ndarray:
     """(N, d) unit embeddings of the records' `modality` view under `model` (see the module doc)."""
-    from xmodal_core import spaces
-
-    records = list(records)
-    if not records:
-        raise InputError("no records to embed")
-    if model == "pretrained":
-        return _features(PRETRAINED[modality], records, modality, progress)
-    if model == "cascade":
-        if modality == "image":
-            raise InputError("the cascade has no image vector: pick a trained model for images")
-        if modality == "speech":
-            records = _transcript_records(records)
-        return _features(spaces.TEXT_ENCODER, records, "text", progress)
-    if model == "in-use":
-        space = spaces.current_space()
-        run = {"speech": space.speech_run, "image": space.image_run}.get(modality)
-        if modality == "text":
-            return _features(spaces.TEXT_ENCODER, records, "text", progress)
-        if run is None:
-            return embed_records("cascade", modality, records, progress)
-        return _run_embed(run, modality, records, progress)
-    if model.startswith("run:"):
-        return _run_embed(int(model[4:]), modality, records, progress)
-    raise InputError(f"unknown model {model!r}; use pretrained, cascade, in-use or run:ID")
+    return space_for(model).embed_records(modality, records, progress)
 
 
 def _check_one_space(model: str, modalities: Sequence[str]) -> None:

@@ -8,11 +8,11 @@ reaches the network: a name that does not resolve locally raises
 """
 from __future__ import annotations
 
-import threading
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable
 
+from xmodal_core.caching import LoadCache
 from xmodal_core.encoders.base import Encoder
 from xmodal_core.errors import ModelNotFoundError, XmodalError
 
@@ -62,8 +62,9 @@ REGISTERED: dict[str, ModelSpec] = {
     )
 }
 
-_cache: dict[tuple[str, str], Encoder] = {}
-_lock = threading.Lock()
+# Loaded towers by (name, device). A load runs outside any shared lock: a status refresh or a
+# search that needs another (or an already loaded) tower never waits while one loads.
+_cache = LoadCache()
 
 
 def _resolve_local_or_cached(name: str, device: str | None) -> Encoder:
@@ -101,33 +102,30 @@ def get_encoder(name: str, device: str | None = None) -> Encoder:
         name: a registered name, `open_clip:ARCH:TOWER:CHECKPOINT`, a local folder or a cached hub id.
         device: "cpu", "cuda", or None/"auto" for CUDA when present.
     """
-    key = (name, str(device))
-    with _lock:
-        if key in _cache:
-            return _cache[key]
-        if name in REGISTERED:
-            encoder = REGISTERED[name].load(device)
-        elif name.startswith("open_clip:"):
-            from xmodal_core.encoders.clip import OpenCLIPEncoder, parse_name
+    return _cache.get((name, str(device)), lambda: _load_encoder(name, device))
 
-            encoder = OpenCLIPEncoder(*parse_name(name), device=device)
-        else:
-            encoder = _resolve_local_or_cached(name, device)
-        _cache[key] = encoder
-        return encoder
+
+def _load_encoder(name: str, device: str | None) -> Encoder:
+    if name in REGISTERED:
+        return REGISTERED[name].load(device)
+    if name.startswith("open_clip:"):
+        from xmodal_core.encoders.clip import OpenCLIPEncoder, parse_name
+
+        return OpenCLIPEncoder(*parse_name(name), device=device)
+    return _resolve_local_or_cached(name, device)
 
 
 def get_transcriber(name: str = "whisper-tiny.en", device: str | None = None):
     """A speech recogniser with `transcribe(items) -> list[str]` (greedy decoding)."""
     if name != "whisper-tiny.en":
         raise ModelNotFoundError(f"no speech recogniser called {name!r}; available: whisper-tiny.en")
-    key = (f"asr:{name}", str(device))
-    with _lock:
-        if key not in _cache:
-            from xmodal_core.encoders.whisper import WhisperTranscriber
 
-            _cache[key] = WhisperTranscriber(device=device)
-        return _cache[key]
+    def load():
+        from xmodal_core.encoders.whisper import WhisperTranscriber
+
+        return WhisperTranscriber(device=device)
+
+    return _cache.get((f"asr:{name}", str(device)), load)
 
 
 @dataclass(frozen=True)

@@ -26,9 +26,11 @@ from typing import Any, Sequence
 import numpy as np
 
 from xmodal_core import paths
+from xmodal_core.caching import LoadCache
 from xmodal_core.errors import InputError, StoreError, XmodalError
 
 TEXT_ENCODER = "minilm"
+PRETRAINED = {"speech": "whisper-tiny.en", "text": "minilm", "image": "efficientnet-lite0"}  # towers as installed
 SELECTION_FILE = "model_in_use.json"
 DEFAULT_RUN_NAME = "xmodal-default"
 CASCADE = "cascade"
@@ -75,19 +77,27 @@ def _is_shared(config: dict[str, Any]) -> bool:
             and encoders.get("text", TEXT_ENCODER) == TEXT_ENCODER)
 
 
+def run_folder(run: int | str | Path) -> Path:
+    """A run's folder: `paths.runs_dir()/ID` for a run id, the folder itself for a path."""
+    if isinstance(run, Path) or not str(run).isdigit():
+        return Path(run)
+    return paths.runs_dir() / str(int(run))
+
+
 def _has_heads(run_id: int) -> bool:
-    folder = paths.runs_dir() / str(run_id)
+    folder = run_folder(run_id)
     return (folder / "config.json").is_file() and (folder / "heads.safetensors").is_file()
 
 
-def _weights_tag(run_id: int) -> str:
-    """A short fingerprint of a run's saved weights (size and modification time of its heads file)."""
-    folder = paths.runs_dir() / str(run_id)
+def weights_tag(run: int | str | Path, weights: str = "heads.safetensors") -> str:
+    """A short fingerprint of a run's saved weights (run id, the weights file's size and modification
+    time): caches keyed by it never serve another run's vectors under the same id."""
+    folder = run_folder(run)
     try:
-        st = (folder / "heads.safetensors").stat()
+        st = (folder / weights).stat()
     except OSError:
         return "none"
-    return hashlib.sha1(f"{run_id}:{st.st_size}:{st.st_mtime_ns}".encode()).hexdigest()[:10]
+    return hashlib.sha1(f"{folder.name}:{st.st_size}:{st.st_mtime_ns}".encode()).hexdigest()[:10]
 
 
 _stores: dict[str, Any] = {}
@@ -219,19 +229,25 @@ def use_run(run_id: int | None, modality: str | None = None, store=None) -> Sele
 
 # ---------------------------------------------------------------- the space itself
 
-_models: dict[int, Any] = {}
+# Loaded runs by (kind, run folder, weights fingerprint): ids repeat across homes (and a home whose
+# store was reset), folders and fingerprints do not. Loads run outside any shared lock.
+_models = LoadCache()
 
 
-def load_run_model(run_id: int):
-    """`trainers.align.load_aligned(run_id)`, loaded once per process."""
-    with _lock:
-        if run_id not in _models:
-            try:
-                from trainers.align import load_aligned
-            except ImportError as exc:
-                raise InputError(f"the alignment trainer is not available ({exc})") from None
-            _models[run_id] = load_aligned(run_id)
-        return _models[run_id]
+def _model_key(kind: str, run: int | str | Path, weights: str) -> tuple[str, str, str]:
+    return kind, str(run_folder(run).resolve()), weights_tag(run, weights)
+
+
+def load_run_model(run_id: int | str | Path):
+    """`load_aligned(run)` (a run id in this home, or a run folder), loaded once per process and weights."""
+    def load():
+        try:
+            from trainers.align import load_aligned
+        except ImportError as exc:
+            raise InputError(f"the alignment trainer is not available ({exc})") from None
+        return load_aligned(run_id)
+
+    return _models.get(_model_key("align", run_id, "heads.safetensors"), load)
 
 
 def run_embed(run_id: int, modality: str, items: Sequence[Any]) -> np.ndarray:
@@ -263,16 +279,21 @@ def run_embed(run_id: int, modality: str, items: Sequence[Any]) -> np.ndarray:
 
 
 def load_vgs_model(run_id: int):
-    """`trainers.vgs.load_vgs(run_id)`, loaded once per process."""
-    key = -int(run_id)  # negative keys: FaST-VGS runs share the cache with alignment runs
-    with _lock:
-        if key not in _models:
-            try:
-                from trainers.vgs import load_vgs
-            except ImportError as exc:
-                raise InputError(f"the FaST-VGS trainer is not available ({exc})") from None
-            _models[key] = load_vgs(run_id)
-        return _models[key]
+    """`load_vgs(run_id)`, loaded once per process and weights."""
+    def load():
+        try:
+            from trainers.vgs import load_vgs
+        except ImportError as exc:
+            raise InputError(f"the FaST-VGS trainer is not available ({exc})") from None
+        return load_vgs(run_id)
+
+    return _models.get(_model_key("vgs", run_id, "model.safetensors"), load)
+
+
+def _tower(modality: str, items: Sequence[Any]) -> np.ndarray:
+    from xmodal_core.registry import get_encoder
+
+    return get_encoder(PRETRAINED[modality]).encode(list(items))
 
 
 def _text_encoder():
@@ -338,12 +359,16 @@ class Space:
     """
 
     def __init__(self, *, speech_run: int | None = None, image_run: int | None = None, own_run: int | None = None,
-                 vgs_run: int | None = None):
+                 vgs_run: int | None = None, pretrained: bool = False):
         self.speech_run, self.image_run, self.own_run = speech_run, image_run, own_run
         self.vgs_run = vgs_run  # FaST-VGS (speech -> image, coarse + fine), independent of the shared space
+        # The towers as installed, before alignment: one space per modality (different widths).
+        self.pretrained = pretrained
 
     @property
     def title(self) -> str:
+        if self.pretrained:
+            return "pretrained towers (before alignment)"
         if self.own_run is not None:
             return f"run {self.own_run} (its own space)"
         speech = (f"run {self.speech_run}" if self.speech_run is not None
@@ -352,6 +377,8 @@ class Space:
         return f"text: MiniLM · speech: {speech} · images: {image}"
 
     def can(self, modality: str) -> bool:
+        if self.pretrained:
+            return modality in PRETRAINED
         if self.own_run is not None:
             return modality in load_run_model(self.own_run).modalities
         return modality in ("text", "speech") or (modality == "image" and self.image_run is not None)
@@ -359,23 +386,29 @@ class Space:
     def key(self, modality: str) -> str:
         """Names the weights, not only the run id: caches shared between homes (or a home whose
         store was reset) never serve another run's vectors under the same id."""
+        if self.pretrained:
+            return f"{modality}:pretrained-{PRETRAINED[modality]}"
         if self.own_run is not None:
-            return f"{modality}:run-{self.own_run}-{_weights_tag(self.own_run)}"
+            return f"{modality}:run-{self.own_run}-{weights_tag(self.own_run)}"
         if modality == "speech":
-            return (f"speech:run-{self.speech_run}-{_weights_tag(self.speech_run)}" if self.speech_run is not None
+            return (f"speech:run-{self.speech_run}-{weights_tag(self.speech_run)}" if self.speech_run is not None
                     else f"speech:{CASCADE}")
         if modality == "image":
-            return (f"image:run-{self.image_run}-{_weights_tag(self.image_run)}" if self.image_run is not None
+            return (f"image:run-{self.image_run}-{weights_tag(self.image_run)}" if self.image_run is not None
                     else "image:none")
         return f"text:{TEXT_ENCODER}"
 
     def embed_text(self, texts: Sequence[str]) -> np.ndarray:
         texts = [str(t) for t in texts]
+        if self.pretrained:
+            return _tower("text", texts)
         if self.own_run is not None:
             return run_embed(self.own_run, "text", texts)
         return _text_encoder().encode(texts)
 
     def embed_speech(self, audios: Sequence[Any]) -> np.ndarray:
+        if self.pretrained:
+            return _tower("speech", audios)
         if self.own_run is not None:
             return run_embed(self.own_run, "speech", audios)
         if self.speech_run is not None:
@@ -384,6 +417,8 @@ class Space:
 
     def embed_image(self, images: Sequence[Any]) -> np.ndarray:
         """Images (paths: features from the cache; PIL images: encoded now) -> (N, d)."""
+        if self.pretrained:
+            return _tower("image", images)
         if self.own_run is not None:
             return run_embed(self.own_run, "image", images)
         if self.image_run is None:
@@ -396,6 +431,37 @@ class Space:
         if fn is None:
             raise InputError(f"unknown modality {modality!r}; use text, speech or image")
         return fn(items)
+
+    def run_for(self, modality: str) -> int | None:
+        """The run that embeds `modality` here (None: a frozen tower, or the cascade, does)."""
+        if self.pretrained:
+            return None
+        if self.own_run is not None:
+            return self.own_run
+        return {"speech": self.speech_run, "image": self.image_run}.get(modality)
+
+    def embed_records(self, modality: str, records: Sequence[Any], progress=None) -> np.ndarray:
+        """(N, d) unit embeddings of manifest records' `modality` view. Frozen-tower features (and
+        the cascade's transcripts) come from the shared caches, so analysis of a labelled set
+        re-encodes nothing; a run embeds through `run_embed` (cached features + its head)."""
+        from xmodal_core.data.features import FeatureCache
+
+        records = list(records)
+        if not records:
+            raise InputError("no records to embed")
+        if self.pretrained:
+            return FeatureCache(PRETRAINED[modality]).get(records, modality, progress=progress)
+        run = self.run_for(modality)
+        if run is not None:
+            return run_embed(run, modality, [r.item(modality) for r in records])
+        if modality == "image":
+            raise InputError("the cascade has no image vector: pick a trained model for images")
+        if modality == "speech":
+            from dataclasses import replace
+
+            texts = transcribe([r.audio for r in records])
+            records = [replace(r, text=t or " ") for r, t in zip(records, texts)]
+        return FeatureCache(TEXT_ENCODER).get(records, "text", progress=progress)
 
 
 def current_space(store=None) -> Space:
