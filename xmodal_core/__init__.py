@@ -1,4 +1,15 @@
-"""xmodal: align speech, images and text in one embedding space (the library; no UI code here)."""
+"""xmodal: align speech, images and text in one embedding space (the library; no UI code here).
+
+The public API (see README "Python API"):
+
+    import xmodal_core as xm
+    model = xm.load("xmodal-default")          # or a run id, a run folder, a tower name ("minilm")
+    model.encode_text(["a red apple"])         # (N, d) unit-norm float32, as are encode_speech / encode_image
+    xm.search("a red apple", k=5)              # a search.SearchResult, as the app's Search page
+    xm.zeroshot(["clip.wav"], ["yes", "no"])   # an api.ZeroShot
+
+Importing the package is cheap: everything loads on first use.
+"""
 import os
 
 # No model hub is reachable from the machines xmodal runs on; never try (set HF_HUB_OFFLINE=0 to allow it).
@@ -7,3 +18,25 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", os.environ["HF_HUB_OFFLINE"])
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 __version__ = "0.1.0"
+__all__ = ["Model", "ZeroShot", "load", "search", "zeroshot"]
+
+
+def load(name="xmodal-default"):
+    """A model by name (see `xmodal_core.api.load`): "xmodal-default", a run id, a run folder or a tower."""
+    from xmodal_core.api import load as _load
+
+    return _load(name)
+
+
+def __getattr__(name):
+    # `search` and `zeroshot` are submodules that can be called as functions (see api.callable_module);
+    # importing them here on first use keeps `import xmodal_core` cheap.
+    if name in ("search", "zeroshot"):
+        import importlib
+
+        return importlib.import_module(f"xmodal_core.{name}")
+    if name in ("Model", "ZeroShot"):
+        from xmodal_core import api
+
+        return getattr(api, name)
+    raise AttributeError(f"module 'xmodal_core' has no attribute {name!r}")

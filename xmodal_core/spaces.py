@@ -178,15 +178,36 @@ def load_selection(store=None) -> Selection:
         vgs_ids = [r.run_id for r in vgs_runs(store)]
         vgs = saved.vgs if saved.vgs in vgs_ids else None
         if not explicit:
-            for r in runs.values():  # newest first
-                if r.name.startswith(DEFAULT_RUN_NAME) and r.shared:
-                    if r.modality == "speech" and speech is None:
-                        speech = r.run_id
-                    if r.modality == "image" and image is None:
-                        image = r.run_id
+            default_speech, default_image = _default_runs(list(runs.values()))
+            speech = default_speech if speech is None else speech
+            image = default_image if image is None else image
             if vgs is None:
                 vgs = next((r.run_id for r in vgs_runs(store) if r.name.startswith(DEFAULT_RUN_NAME)), None)
         return Selection(speech=speech, image=image, vgs=vgs)
+
+
+def _default_runs(runs: Sequence[RunChoice]) -> tuple[int | None, int | None]:
+    """The newest shared runs named "xmodal-default..." for speech and for images (`runs` newest first)."""
+    def newest(modality: str) -> int | None:
+        return next((r.run_id for r in runs if r.name.startswith(DEFAULT_RUN_NAME) and r.shared
+                     and r.modality == modality), None)
+
+    return newest("speech"), newest("image")
+
+
+def default_space(store=None) -> "Space":
+    """The trained default model of this home (its newest "xmodal-default" speech and image runs).
+
+    Raises:
+        ModelNotFoundError: this home has no trained default model (with how to train one).
+    """
+    from xmodal_core.errors import ModelNotFoundError
+
+    speech, image = _default_runs(usable_runs(store))
+    if speech is None and image is None:
+        raise ModelNotFoundError(f"no trained default model in {paths.home()}: train it with `xmodal default-model` "
+                                 "(10-15 minutes on 2 cores), or set XMODAL_HOME to a home that has one")
+    return Space(speech_run=speech, image_run=image)
 
 
 def save_selection(selection: Selection) -> Selection:
@@ -364,6 +385,11 @@ class Space:
         self.vgs_run = vgs_run  # FaST-VGS (speech -> image, coarse + fine), independent of the shared space
         # The towers as installed, before alignment: one space per modality (different widths).
         self.pretrained = pretrained
+
+    @classmethod
+    def pretrained_towers(cls) -> "Space":
+        """The towers as installed (Whisper, MiniLM, EfficientNet), each its own space."""
+        return cls(pretrained=True)
 
     @property
     def title(self) -> str:

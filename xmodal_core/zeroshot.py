@@ -195,3 +195,8 @@ def template_robustness(
         acc = topk_accuracy(classify(embeddings, class_emb), labels, ks=(1, 5))
         out[k] = {"top1": acc["top1"], "top5": acc["top5"]}
     return out
+
+
+from xmodal_core.api import callable_module  # noqa: E402 - after the module's own names exist
+
+callable_module(__name__, "zeroshot")  # `xm.zeroshot(...)`: the public function (api.zeroshot)

@@ -87,3 +87,8 @@ def search_recordings(recordings: Gallery, query: Query, mode: str = "cascade", 
 def find_gallery(name: str | None) -> Gallery:
     """A gallery by name, default when empty."""
     return open_gallery(name or DEFAULT_NAME)
+
+
+from xmodal_core.api import callable_module  # noqa: E402 - after the names it forwards to exist
+
+callable_module(__name__, "search")  # `xm.search(...)`: the public function (api.search)
