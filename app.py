@@ -1,6 +1,7 @@
 """The xmodal workbench: one Gradio app with a page per job. `python app.py --help`.
 
-Pages: Search, Templates, Explorer, Train, Label, Models. Models load lazily; at start a
+Pages: Search, Templates, Explorer, Train, Label, Models; named HTTP endpoints `/search`,
+`/embed`, `/zeroshot`, `/runs` for `gradio_client` (pages/api.py). Models load lazily; at start a
 background thread prepares the default gallery and loads the text and speech models, with
 its status shown at the top of every page, so the app serves within seconds.
 """
@@ -16,7 +17,7 @@ os.environ.setdefault("MPLBACKEND", "agg")
 
 import gradio as gr  # noqa: E402
 
-from pages import explorer, label, models, search, templates, train  # noqa: E402
+from pages import api, explorer, label, models, search, templates, train  # noqa: E402
 from pages._ui import status_markdown  # noqa: E402
 
 MAX_UPLOAD = "50mb"
@@ -77,6 +78,8 @@ def build_app(runner=None) -> gr.Blocks:
             with gr.Tab("Models", id="models"):
                 models.build(demo)
         gr.Timer(3.0).tick(status_markdown, None, status, show_progress="hidden", queue=False)
+        api.build()  # the named endpoints: /search, /embed, /zeroshot, /runs
+    api.hide_other_endpoints(demo)  # everything else stays off the API page
     demo.queue(default_concurrency_limit=DEFAULT_CONCURRENCY, max_size=QUEUE_SIZE)
     return demo
 
