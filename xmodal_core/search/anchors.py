@@ -12,13 +12,13 @@ import threading
 import numpy as np
 
 from xmodal_core import paths
+from xmodal_core.caching import LoadCache
 from xmodal_core.gallery import DEFAULT_NAME, DEFAULT_SETS, Gallery, GalleryItem, image_embed_fn, open_gallery, \
     text_embed_fn
 
 MAX_ANCHORS = 2000
 
-_anchors: dict[tuple, tuple[np.ndarray, np.ndarray, list[str]]] = {}
-_anchors_lock = threading.Lock()
+_anchors = LoadCache()  # key -> (text anchors, image anchors, item ids); built once per key, outside a shared lock
 _splits: dict[tuple, dict[str, str]] = {}
 _splits_lock = threading.Lock()
 
@@ -73,10 +73,8 @@ def _anchor_entry(max_anchors: int, progress=None) -> tuple[np.ndarray, np.ndarr
     image_key, image_fn = image_embed_fn()
     gallery = open_gallery(DEFAULT_NAME)
     key = (str(paths.home()), text_key, image_key, int(max_anchors), _gallery_version(gallery), _manifest_versions())
-    with _anchors_lock:  # held while embedding: two searches must not both embed the whole gallery
-        hit = _anchors.get(key)
-        if hit is not None:
-            return hit
+
+    def build() -> tuple[np.ndarray, np.ndarray, list[str]]:
         text_vec, text_ok = gallery.embeddings(text_key, text_fn, what="text")
         image_vec, image_ok = gallery.embeddings(image_key, image_fn, what="image", progress=progress)
         table = splits()
@@ -86,9 +84,11 @@ def _anchor_entry(max_anchors: int, progress=None) -> tuple[np.ndarray, np.ndarr
             rows = usable
         if len(rows) > max_anchors:
             rows = sorted(np.random.default_rng(0).choice(rows, max_anchors, replace=False).tolist())
-        entry = (text_vec[rows], image_vec[rows], [gallery.items[i].id for i in rows])
-        _anchors[key] = entry
-        return entry
+        return text_vec[rows], image_vec[rows], [gallery.items[i].id for i in rows]
+
+    if key not in _anchors:
+        _anchors.clear()  # an older version of the gallery or another home: its anchors are stale
+    return _anchors.get(key, build)
 
 
 def anchor_pairs(max_anchors: int = MAX_ANCHORS, progress=None) -> tuple[np.ndarray, np.ndarray]:

@@ -2,11 +2,10 @@
 and fine (every gallery image scored by it). They rank images for a spoken query."""
 from __future__ import annotations
 
-import threading
-
 import numpy as np
 
 from xmodal_core import paths
+from xmodal_core.caching import LoadCache
 from xmodal_core.errors import InputError, XmodalError
 from xmodal_core.gallery import Gallery
 from xmodal_core.search.modes import Request, warm
@@ -25,8 +24,7 @@ class VGSGallery:
         self.row = {item_id: i for i, item_id in enumerate(ids)}
 
 
-_cache: dict[tuple, VGSGallery] = {}
-_lock = threading.Lock()
+_cache = LoadCache()  # (home, gallery, run, weights, contents) -> VGSGallery, built once per key
 
 
 def _embed_gallery(gallery: Gallery, retriever, progress=None) -> VGSGallery:
@@ -68,10 +66,7 @@ def vgs_gallery(gallery: Gallery, run_id: int, retriever, progress=None) -> VGSG
 
     key = (str(paths.home()), gallery.name, int(run_id), spaces.weights_tag(run_id, "model.safetensors"),
            hash(tuple((it.id, it.fingerprint) for it in gallery.items)))
-    with _lock:  # held while embedding: two searches must not both embed the gallery
-        if key not in _cache:
-            _cache[key] = _embed_gallery(gallery, retriever, progress)
-        return _cache[key]
+    return _cache.get(key, lambda: _embed_gallery(gallery, retriever, progress))
 
 
 def _vgs(req: Request) -> None:
