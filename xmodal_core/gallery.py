@@ -424,7 +424,30 @@ def scan_folder(folder: str | Path, *, previous: Iterable[GalleryItem] = (), max
     return items, skipped, ignored
 
 
-_galleries: dict[str, Gallery] = {}
+class _PerHome(dict):
+    """Galleries held in memory by name, per home: names repeat across homes (tests, a changed XMODAL_HOME)."""
+
+    @staticmethod
+    def _key(name: str) -> tuple[str, str]:
+        return str(paths.home()), name
+
+    def get(self, name, default=None):
+        return super().get(self._key(name), default)
+
+    def __contains__(self, name) -> bool:
+        return super().__contains__(self._key(name))
+
+    def __getitem__(self, name) -> Gallery:
+        return super().__getitem__(self._key(name))
+
+    def __setitem__(self, name, gallery: Gallery) -> None:
+        super().__setitem__(self._key(name), gallery)
+
+    def setdefault(self, name, gallery: Gallery) -> Gallery:
+        return super().setdefault(self._key(name), gallery)
+
+
+_galleries: _PerHome = _PerHome()
 _registry_lock = threading.Lock()
 _build_locks: dict[str, threading.Lock] = {}
 
