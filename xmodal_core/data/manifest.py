@@ -152,9 +152,9 @@ def count_records(records: Iterable[Record]) -> dict[str, dict[str, int]]:
 
 def dataset_dir(name: str) -> Path:
     """Folder of a built set: `datasets_dir()/NAME` (not created)."""
-    if not name or "/" in name or name.startswith(".") or name.startswith("_"):
-        raise InputError(f"{name!r} is not a data set name; use letters, digits and '-'")
-    return paths.datasets_dir() / name
+    from xmodal_core.validate import check_name
+
+    return paths.datasets_dir() / check_name(name, "data set name")
 
 
 def manifest_path(name_or_path: str | Path) -> Path:
