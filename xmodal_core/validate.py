@@ -83,7 +83,7 @@ def check_path_text(value: Any, what: str = "path") -> Path:
     """A path a person typed: valid text, no NUL, no component over 255 bytes; `~` expanded.
 
     Says nothing about where the path points (see `check_inside`)."""
-    text = check_text(value, what, max_chars=MAX_PATH_CHARS).strip()
+    text = check_text(str(value) if isinstance(value, Path) else value, what, max_chars=MAX_PATH_CHARS).strip()
     for part in Path(text).parts:
         if len(part.encode("utf-8")) > MAX_PATH_PART_CHARS:
             raise InputError(f"the {what} has a component of {len(part.encode('utf-8'))} bytes "
