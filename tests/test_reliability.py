@@ -89,3 +89,72 @@ def test_app_serves_the_media_folders_and_not_the_store(xmodal_home):
     assert Path("/usr/share/tuxpaint/stamps") in roots
     assert all(not paths.db_path().resolve().is_relative_to(r.resolve()) for r in roots)
     assert paths.home().resolve() not in [r.resolve() for r in roots]
+
+
+# ------------------------------------------------------------ stale runs
+
+_CLAIM_AND_HANG = """
+import sys, time
+from xmodal_core.store import Store
+store = Store(sys.argv[1])
+run = store.claim_next_run()
+print(run.id, flush=True)
+time.sleep(600)
+"""
+
+
+def _run_killed_with_sigkill(store, name="stale"):
+    """A real process claims a queued run (as `xmodal train` does), then is killed with SIGKILL."""
+    import signal
+    import subprocess
+    import sys
+
+    run_id = store.create_run(name, "align", {"epochs": 1})
+    child = subprocess.Popen([sys.executable, "-c", _CLAIM_AND_HANG, str(store.path)], stdout=subprocess.PIPE,
+                             text=True, env=dict(os.environ, PYTHONPATH=str(paths.REPO_ROOT)))
+    try:
+        assert int(child.stdout.readline()) == run_id
+        running = store.get_run(run_id)
+        assert running.status == "running" and running.pid == child.pid
+        assert store.dead_runs() == []  # alive: left alone
+    finally:
+        child.send_signal(signal.SIGKILL)
+        child.wait(30)
+    return run_id
+
+
+def test_a_killed_run_is_marked_failed_when_the_train_page_refreshes(xmodal_home):
+    from pages import train as tr
+    from xmodal_core.runner import Runner
+    from xmodal_core.store import Store
+
+    store = Store()  # opened before the kill, as the app's store is
+    run_id = _run_killed_with_sigkill(store)
+    assert store.get_run(run_id).status == "running"  # nothing has looked yet
+    tr._state["runner"] = Runner(store)
+    try:
+        status, rows, _, _ = tr.refresh(None, [])
+    finally:
+        tr._state["runner"] = None
+    run = store.get_run(run_id)
+    assert run.status == "failed" and "exited without finishing" in run.error
+    assert "running" not in status
+    assert [r for r in rows if r[0] == run_id]
+
+
+def test_a_killed_run_is_marked_failed_when_the_app_starts(xmodal_home):
+    from xmodal_core.store import Store
+
+    run_id = _run_killed_with_sigkill(Store(recover=False))
+    assert Store().get_run(run_id).status == "failed"  # what app.py's Runner() opens
+
+
+def test_cancel_on_a_run_whose_process_is_gone_cancels_it(xmodal_home):
+    from xmodal_core.runner import Runner
+    from xmodal_core.store import Store
+
+    store = Store()
+    run_id = _run_killed_with_sigkill(store)
+    run = Runner(store).cancel(run_id)
+    assert run.status == "cancelled" and store.get_run(run_id).finished_at is not None
+    assert Runner(store).resume(run_id).status == "queued"  # and it can be resumed
