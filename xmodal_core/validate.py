@@ -26,20 +26,35 @@ _NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*")
 
 # Ranges of the numeric settings a person may give a training run (inclusive).
 NUMBER_RANGES: dict[str, tuple[float, float, bool]] = {
-    # name: (lowest, highest, integer)
-    "lr": (1e-7, 1.0, False),
+    # name: (lowest, highest, whole number); names are the training configs' fields
+    "lr": (1e-8, 1.0, False),
+    "tower_lr": (0.0, 1.0, False),
     "epochs": (1, 1000, True),
-    "batch_size": (1, 8192, True),
-    "max_train": (0, 10_000_000, True),
-    "pairs": (1, 10_000_000, True),
-    "seed": (0, 2 ** 31 - 1, True),
+    "batch_size": (1, 65536, True),
+    "eval_batch_size": (1, 65536, True),
+    "fine_batch": (1, 65536, True),
+    "lr_base_batch": (1, 1_000_000, True),
+    "max_train": (0, 100_000_000, True),
+    "max_val": (0, 100_000_000, True),
+    "warmup_steps": (0, 10_000_000, True),
     "weight_decay": (0.0, 10.0, False),
-    "temperature": (1e-4, 100.0, False),
-    "logit_scale": (1e-4, 1000.0, False),
-    "warmup": (0, 1_000_000, True),
-    "hidden": (1, 65536, True),
-    "max_seconds": (0.1, 3600.0, False),
+    "dropout": (0.0, 0.95, False),
+    "input_noise": (0.0, 10.0, False),
+    "grad_clip": (0.0, 1e6, False),
+    "logit_scale_init": (0.01, 1000.0, False),
+    "coarse_scale_init": (0.01, 1000.0, False),
+    "margin": (0.0, 100.0, False),
+    "lambda_coarse": (0.0, 100.0, False),
+    "lambda_fine": (0.0, 100.0, False),
+    "seed": (0, 2 ** 31 - 1, True),
+    "embed_dim": (1, 65536, True),
+    "d_model": (1, 65536, True),
+    "fine_layers": (1, 64, True),
+    "fine_heads": (1, 64, True),
+    "speech_stride": (1, 64, True),
+    "k_coarse": (1, 1_000_000, True),
 }
+MAX_SECONDS_RANGE = (0.1, 3600.0)  # a clip's accepted length, seconds
 
 
 def check_text(value: Any, what: str, *, max_chars: int = MAX_QUERY_CHARS, allow_empty: bool = False) -> str:
@@ -106,6 +121,23 @@ def check_inside(path: Path, roots: list[Path], what: str = "path") -> Path:
         listed = ", ".join(str(r) for r in roots) or "(none)"
         raise InputError(f"the {what} {str(path)[:200]!r} is outside the folders it may be read from: {listed}")
     return path.resolve()
+
+
+def data_roots() -> list[Path]:
+    """Folders the app may read data sets and configs from: the repository's assets, the
+    xmodal home and the shared data beside the repository (the CLI also reads what it is given)."""
+    from xmodal_core import paths
+
+    return [paths.ASSETS, paths.home(), paths.SHARED_DATA, paths.REPO_ROOT / "trainers" / "configs"]
+
+
+def check_data_source(value: Any, what: str = "data set") -> str:
+    """A data set name (`check_name`), or a manifest path inside `data_roots()`; InputError otherwise
+    (`/etc/shadow`, `/proc/self/environ`). The message never shows the file's content."""
+    text = check_text(value, what, max_chars=MAX_PATH_CHARS).strip()
+    if "/" not in text and not text.endswith(".jsonl"):
+        return check_name(text, f"{what} name")
+    return str(check_inside(check_path_text(text, what), data_roots(), what))
 
 
 def check_number(value: Any, what: str, lo: float, hi: float, *, integer: bool = False) -> float | int:
