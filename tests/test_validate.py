@@ -137,3 +137,61 @@ def test_transcribe_max_seconds_must_be_positive(capsys):
     args = argparse.Namespace(max_seconds=-1.0, files=["x.wav"], model="whisper-tiny.en", json=False)
     with pytest.raises(InputError, match="--max-seconds must be between 0.1"):
         cli.cmd_transcribe(args)
+
+
+# ------------------------------------------------------------ templates, queries, limits
+
+def test_template_lists_are_checked_line_by_line():
+    from xmodal_core.zeroshot import parse_templates
+
+    with pytest.raises(InputError, match=r"line 2 contains an invalid character"):
+        parse_templates("a photo of a {}\nit is \udcff about {}")
+    with pytest.raises(InputError, match="line 1 contains a NUL"):
+        parse_templates("a {}\x00")
+    with pytest.raises(InputError, match=f"more than {validate.MAX_TEMPLATES} templates"):
+        parse_templates("\n".join(f"photo {i} of a {{}}" for i in range(10_000)))
+    with pytest.raises(InputError, match="characters long"):
+        parse_templates("a " + "very " * 100 + "long {}")
+    assert parse_templates("\n".join(f"photo {i} of a {{}}" for i in range(validate.MAX_TEMPLATES)))[-1] == \
+        f"photo {validate.MAX_TEMPLATES - 1} of a {{}}"
+
+
+def test_a_10000_template_evaluation_is_refused_quickly(xmodal_home):
+    import time
+
+    from xmodal_core import analysis
+
+    text = "\n".join(f"photo {i} of a {{}}" for i in range(10_000))
+    start = time.perf_counter()
+    with pytest.raises(InputError, match="more than"):
+        analysis.zero_shot_curves("fsdd", ["minilm"], text)
+    assert time.perf_counter() - start < 2.0
+
+
+def test_template_list_names_and_texts_are_limited(xmodal_home):
+    from xmodal_core.store import Store
+
+    store = Store()
+    with pytest.raises(InputError, match="characters long"):
+        store.save_templates("n" * 10_000, "a {}")
+    with pytest.raises(InputError, match="surrogate"):
+        store.save_templates("bad \udce9 name", "a {}")
+    assert store.save_templates("my list", "a {}").name == "my list"
+    assert [t.name for t in store.template_lists()] == ["my list"]
+
+
+@pytest.mark.parametrize("text, match", [("a \udc80 frog", "surrogate"), ("frog\x00", "NUL")])
+def test_text_queries_are_checked(text, match):
+    from xmodal_core.search import Query
+
+    with pytest.raises(InputError, match=match):
+        Query.from_input("text", text)
+
+
+def test_map_and_evaluation_sizes_are_limited():
+    from xmodal_core import analysis
+
+    with pytest.raises(InputError, match=f"between 1 and {analysis.MAX_PER_CLASS}"):
+        analysis.sample("fsdd", ["speech"], 10_000)
+    with pytest.raises(InputError, match="at most"):
+        analysis.zero_shot_curves("fsdd", ["minilm"] * 20, "a {}")

@@ -706,8 +706,12 @@ class Store:
 
     def save_templates(self, name: str, text: str) -> TemplateList:
         """Save (or replace) a named template list; `text` has one template per line."""
-        if not str(name).strip():
+        from xmodal_core.validate import MAX_NAME_CHARS, MAX_TEMPLATE_CHARS, MAX_TEMPLATES, check_text
+
+        if not isinstance(name, str) or not name.strip():
             raise InputError("a template list needs a name")
+        name = check_text(name, "template list name", max_chars=MAX_NAME_CHARS).strip()
+        text = check_text(text, "template list", max_chars=MAX_TEMPLATES * MAX_TEMPLATE_CHARS, allow_empty=True)
         now = time.time()
         with self._write() as session:
             row = session.exec(select(_TemplateListTable).where(_TemplateListTable.name == name)).first()
