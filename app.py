@@ -103,6 +103,7 @@ def main(argv=None) -> None:
     matplotlib.get_backend()
 
     from xmodal_core import gallery
+    from xmodal_core.paths import db_path
     from xmodal_core.runner import Runner
 
     gallery.set_index_roots(args.allow_dir)
@@ -114,7 +115,7 @@ def main(argv=None) -> None:
     demo = build_app(runner)
     try:
         demo.launch(server_name=args.host, server_port=args.port, max_file_size=MAX_UPLOAD, show_error=True,
-                    allowed_paths=[str(p) for p in gallery.media_roots()],
+                    allowed_paths=[str(p) for p in gallery.media_roots()], blocked_paths=[str(db_path())],
                     css=CSS, head=explorer.HOVER_JS, theme=gr.themes.Soft(), footer_links=[])
     finally:
         runner.stop(timeout=5)
