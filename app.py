@@ -23,6 +23,7 @@ from pages._ui import status_markdown  # noqa: E402
 MAX_UPLOAD = "50mb"
 QUEUE_SIZE = 64
 DEFAULT_CONCURRENCY = 2
+CACHE_CLEANUP = (3600, 86400)  # (how often, older than), seconds
 CSS = """
 .xm-header {display: flex; align-items: baseline; gap: 1rem; flex-wrap: wrap;}
 .xm-header h1 {margin: 0 !important;}
@@ -59,7 +60,8 @@ def build_app(runner=None) -> gr.Blocks:
         from xmodal_core.runner import Runner
 
         runner = Runner()
-    with gr.Blocks(title="xmodal") as demo:
+    # Uploads and the files Gradio copies for the browser are deleted after a day (checked hourly).
+    with gr.Blocks(title="xmodal", delete_cache=CACHE_CLEANUP) as demo:
         with gr.Row(elem_classes="xm-header"):
             gr.Markdown("# xmodal\nSpeech, images and text in one embedding space.")
         status = gr.Markdown(status_markdown, elem_classes="xm-status", elem_id="xm-status")
@@ -91,6 +93,9 @@ def main(argv=None) -> None:
     parser.add_argument("--no-warmup", action="store_true", help="load models only when a page first needs them")
     parser.add_argument("--no-worker", action="store_true",
                         help="do not run queued training runs in this process (use `xmodal worker`)")
+    parser.add_argument("--allow-dir", action="append", metavar="FOLDER",
+                        help="a folder under which the Search page may index folders of images (repeatable; "
+                             "default: your home and the system's shared data folders)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
 
@@ -100,8 +105,11 @@ def main(argv=None) -> None:
 
     matplotlib.get_backend()
 
+    from xmodal_core import gallery
+    from xmodal_core.paths import db_path
     from xmodal_core.runner import Runner
 
+    gallery.set_index_roots(args.allow_dir)
     runner = Runner()
     if not args.no_worker:
         runner.start()
@@ -110,6 +118,7 @@ def main(argv=None) -> None:
     demo = build_app(runner)
     try:
         demo.launch(server_name=args.host, server_port=args.port, max_file_size=MAX_UPLOAD, show_error=True,
+                    allowed_paths=[str(p) for p in gallery.media_roots()], blocked_paths=[str(db_path())],
                     css=CSS, head=explorer.HOVER_JS, theme=gr.themes.Soft(), footer_links=[])
     finally:
         runner.stop(timeout=5)

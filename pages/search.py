@@ -91,8 +91,8 @@ def _run_search(kind, mic, audio_file, image_file, text, gallery_name, mode, k, 
     else:
         heard = "**Query:** an image"
     heard += f"  \n**Mode:** {mode} — {result.model}  \n**Total:** {result.total_ms:.0f} ms"
-    grid = [(galleries.thumbnail(h.item.image), f"{h.score:.3f} · {h.item.text}") for h in result.hits
-            if h.item.image]
+    grid = [(galleries.thumbnail(path), f"{h.score:.3f} · {h.item.text}") for h in result.hits
+            if (path := galleries.served_image(gallery, h.item))]
     review_text = result.transcript if query.kind == "speech" else query.text
     review = labels.search_queue(gallery.name, review_text, [h for h in result.hits if h.item.image]) \
         if review_text and target != "recordings" else []

@@ -122,6 +122,7 @@ def curves_figure(run_ids: list[int]) -> go.Figure:
 def refresh(selected, compare):
     """Timer tick: (queue status, run table, curves, run choices update)."""
     store = _store()
+    store.recover_dead_runs()  # a run whose worker was killed (kill -9) shows as failed, not running
     ids = [int(x) for x in (compare or [])]
     if selected and int(selected) not in ids:
         ids = [int(selected)] + ids

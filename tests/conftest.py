@@ -37,3 +37,7 @@ def xmodal_home(tmp_path, monkeypatch) -> Path:
     home = tmp_path / "xmodal-home"
     monkeypatch.setenv("XMODAL_HOME", str(home))
     return home
+
+# Folder galleries may be indexed only under allowed roots (home and shared data folders by
+# default); tests index folders they make under the system temp folder.
+os.environ.setdefault("XMODAL_ALLOW_DIRS", os.pathsep.join([__import__("tempfile").gettempdir(), "~", "/usr/share"]))

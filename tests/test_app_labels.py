@@ -123,3 +123,66 @@ def test_search_results_become_query_image_pairs(folder_gallery):
     assert record.text == "a blue boat" and record.image == folder_gallery.items[0].image
     with pytest.raises(InputError, match="no text"):
         labels.search_queue(folder_gallery.name, "", hits)
+
+
+def _built_tuxpaint(tmp_path, n=12):
+    """A stand-in for the built `tuxpaint` set: n real records in the home's datasets folder."""
+    from xmodal_core.data.manifest import Record, dataset_dir, write_manifest
+
+    img = tmp_path / "stamp.png"
+    Image.new("RGB", (32, 32), (10, 200, 10)).save(img)
+    records = [Record(id=f"tuxpaint:{i}", image=str(img), text=f"stamp {i}", group=str(i), split="train")
+               for i in range(n)]
+    return write_manifest(dataset_dir("tuxpaint") / "manifest.jsonl", records)
+
+
+def test_export_never_overwrites_a_built_data_set(folder_gallery, tmp_path):
+    manifest = _built_tuxpaint(tmp_path)
+    before = manifest.read_bytes()
+    labels.record_decision(labels.uncaptioned_queue(folder_gallery)[0], "accept")
+    with pytest.raises(InputError, match=r"already exists.*'tuxpaint-labels'"):
+        labels.export_labels("tuxpaint")
+    assert manifest.read_bytes() == before and len(load_manifest("tuxpaint")) == 12
+    # the name the message offers is free and works
+    assert labels.export_labels("tuxpaint-labels").records == 1
+    assert labels.free_dataset_name("tuxpaint") == "tuxpaint-labels-2"
+    # an export may replace its own earlier export
+    assert labels.export_labels("tuxpaint-labels").records == 1
+    # and a person may replace a built set only by saying so
+    labels.export_labels("tuxpaint", overwrite=True)
+    assert len(load_manifest("tuxpaint")) == 1
+
+
+def test_export_command_refuses_then_overwrites_with_the_flag(folder_gallery, tmp_path):
+    _built_tuxpaint(tmp_path)
+    labels.record_decision(labels.uncaptioned_queue(folder_gallery)[0], "accept")
+    parser = argparse.ArgumentParser()
+    labels.add_commands(parser.add_subparsers(dest="command"))
+    with pytest.raises(InputError, match="--overwrite"):
+        args = parser.parse_args(["export-labels", "tuxpaint"])
+        args.func(args)
+    assert len(load_manifest("tuxpaint")) == 12
+    args = parser.parse_args(["export-labels", "tuxpaint", "--overwrite"])
+    assert args.func(args) == 0 and len(load_manifest("tuxpaint")) == 1
+
+
+@pytest.mark.parametrize("name", ["'; DROP TABLE runs;--", "../escape", "/etc/passwd", "a b", "-lead", ".hidden",
+                                  "x" * 300, "x" * 65, "caf\udce9", "nul\x00name", ""])
+def test_export_names_are_checked_as_the_message_says(folder_gallery, name):
+    from xmodal_core import paths
+    from xmodal_core.validate import NAME_RULE
+
+    labels.record_decision(labels.uncaptioned_queue(folder_gallery)[0], "accept")
+    before = sorted(p.name for p in paths.datasets_dir().iterdir()) if paths.datasets_dir().exists() else []
+    with pytest.raises(InputError) as info:
+        labels.export_labels(name)
+    message = str(info.value)
+    assert NAME_RULE in message or "NUL" in message or "surrogate" in message or "empty" in message
+    after = sorted(p.name for p in paths.datasets_dir().iterdir()) if paths.datasets_dir().exists() else []
+    assert after == before
+
+
+def test_names_the_rule_accepts_export(folder_gallery):
+    labels.record_decision(labels.uncaptioned_queue(folder_gallery)[0], "accept")
+    for name in ("my_labels-2", "X" * 64):
+        assert labels.export_labels(name).records == 1

@@ -91,7 +91,7 @@ def _launch(preset=tr.tp.ONE_MINUTE, kind="align", dataset="tuxpaint", towers="i
 def test_train_form_refuses_impossible_settings(runner, tiny_images):
     with pytest.raises(gr.Error, match="one tower into the text space"):
         _launch(towers="speech-image")
-    with pytest.raises(gr.Error, match="lr and grad_clip must be positive"):
+    with pytest.raises(gr.Error, match="lr must be between 1e-08 and 1; got -1"):
         _launch(lr=-1)
     with pytest.raises(gr.Error, match="no manifest.*build the set first"):
         _launch(dataset="emoji")

@@ -254,6 +254,19 @@ def test_bad_audio_gives_a_message_and_the_page_keeps_working(page, media):
     expect(page.locator("#search-hits")).to_contain_text(re.compile("apple", re.I))
 
 
+def test_spoken_captions_by_people_are_found_and_served_on_the_page(page):
+    """Search -> "spoken captions (people)": the Tux Paint recordings live in /usr/share/tuxpaint,
+    which the app must allow Gradio to serve (it failed with "Cannot move ... to the gradio cache")."""
+    page.get_by_role("tab", name="Text", exact=True).click()
+    page.locator("#search-text textarea").fill("a frog")
+    page.locator("#search-target").get_by_label("spoken captions (people)").check()
+    page.locator("#search-go").click()
+    expect(page.locator("#search-hits")).to_contain_text(re.compile("frog", re.I), timeout=240_000)
+    expect(page.locator("#search-audio-results").get_by_text("heard as").first).to_be_visible()
+    assert page.locator(".toast-body").filter(has_text="Cannot move").count() == 0
+    page.locator("#search-target").get_by_label("images", exact=True).check()
+
+
 def test_indexing_a_folder_lists_unreadable_files_and_ignores_links_out(page, media):
     page.get_by_text("Index a folder of images").click()
     page.locator("#search-folder textarea, #search-folder input").first.fill(str(media["pictures"]))

@@ -102,3 +102,74 @@ def test_numpy_and_bytes_inputs(chelsea_png):
     arr = np.asarray(Image.open(chelsea_png))
     assert load_image(arr).size == (451, 300)
     assert load_image(chelsea_png.read_bytes()).size == (451, 300)
+
+
+# ------------------------------------------------------------ size bounds before any allocation
+
+_DECODE_UNDER_LIMIT = """
+import os, resource, sys
+from xmodal_core.errors import ImageError
+from xmodal_core.images import load_image
+from xmodal_core.encoders.image import preprocess
+# torch reserves address space for its threads at import; the limit is on what decoding adds.
+used = int(open("/proc/self/statm").read().split()[0]) * os.sysconf("SC_PAGE_SIZE")
+resource.setrlimit(resource.RLIMIT_AS, (used + int(sys.argv[2]), used + int(sys.argv[2])))
+try:
+    preprocess(load_image(sys.argv[1]))
+except ImageError as exc:
+    print("ImageError:", exc)
+    sys.exit(3)
+print("decoded")
+"""
+
+
+def _decode_in_subprocess(path, limit_bytes: int):
+    import os
+    import subprocess
+    import sys
+
+    return subprocess.run([sys.executable, "-c", _DECODE_UNDER_LIMIT, str(path), str(limit_bytes)],
+                          capture_output=True, text=True, timeout=120, env=dict(os.environ))
+
+
+@pytest.mark.parametrize("size", [(100_000, 1), (5000, 1), (1, 30_000)])
+def test_elongated_image_is_refused_under_a_memory_limit(tmp_path, size):
+    # A 100000 x 1 PNG is a few hundred bytes; resized to a 256-pixel short side it would be
+    # ~20 GB. With 1 GB more address space than its imports took, the process must refuse it
+    # with a message, not die or raise MemoryError.
+    path = tmp_path / "wide.png"
+    Image.new("RGB", size).save(path)
+    assert path.stat().st_size < 2000
+    proc = _decode_in_subprocess(path, 1024 ** 3)
+    assert proc.returncode == 3, proc.stdout + proc.stderr
+    assert "ImageError:" in proc.stdout and f"{size[0]}x{size[1]}" in proc.stdout
+    assert "MemoryError" not in proc.stdout + proc.stderr
+
+
+def test_ordinary_image_still_decodes_under_the_same_memory_limit(chelsea_png):
+    proc = _decode_in_subprocess(chelsea_png, 1024 ** 3)
+    assert proc.returncode == 0 and "decoded" in proc.stdout, proc.stdout + proc.stderr
+
+
+def test_limits_on_side_aspect_and_resized_size():
+    from xmodal_core.images import MAX_ASPECT, MAX_SIDE, check_size, resized_size
+
+    check_size(MAX_SIDE, MAX_SIDE // 2, max_pixels=MAX_SIDE ** 2)  # at the limits: accepted
+    with pytest.raises(ImageError, match="pixels a side"):
+        check_size(MAX_SIDE + 1, MAX_SIDE, max_pixels=10 ** 12)
+    with pytest.raises(ImageError, match="aspect ratio"):
+        check_size(MAX_ASPECT * 10 + 1, 10)
+    # A 451 x 300 photo resized to a 256 short side: 385 x 256 (independently: 451 * 256 / 300).
+    assert resized_size(451, 300, 256) == (round(451 * 256 / 300), 256)
+    assert resized_size(100, 100, 256, min_side=224) == (256, 256)
+    with pytest.raises(ImageError, match="when resized"):
+        resized_size(MAX_ASPECT * 100, 100, 4000)
+
+
+def test_elongated_array_and_pil_image_are_refused_too():
+    from xmodal_core.images import MAX_ASPECT
+
+    with pytest.raises(ImageError, match="aspect ratio"):
+        load_image(np.zeros((1, MAX_ASPECT + 1, 3), dtype=np.uint8))
+    with pytest.raises(ImageError, match="aspect ratio"):
+        load_image(Image.new("RGB", (MAX_ASPECT + 1, 1)))

@@ -34,12 +34,13 @@ def build_config(path: str | Path | None, overrides: list[str], kind: str | None
     The file holds the config's settings; optional top-level "kind" (default "align") and
     "name" are taken out first."""
     from trainers.common import load_config_file, parse_overrides
+    from xmodal_core.validate import check_settings
 
     data = load_config_file(path) if path else {}
     file_kind, name = data.pop("kind", None), data.pop("name", None)
     kind = kind or file_kind or "align"
     cls = _config_class(kind)
-    cfg = cls.from_dict({**data, **parse_overrides(overrides)})
+    cfg = cls.from_dict(check_settings({**data, **parse_overrides(overrides)}))
     default_name = f"{kind}-{'-'.join(getattr(cfg, 'towers', ()))}-{getattr(cfg, 'loss', '')}".rstrip("-")
     return kind, str(name or (Path(path).stem if path else default_name)), cfg.to_dict()
 

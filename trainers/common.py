@@ -110,11 +110,13 @@ def parse_overrides(pairs: Sequence[str]) -> dict[str, Any]:
 
 def load_config_file(path: str | Path) -> dict[str, Any]:
     """A JSON config file as a dict."""
-    path = Path(path)
+    from xmodal_core.validate import check_path_text, read_text_file
+
+    path = check_path_text(path, "config file")
+    if not path.exists():
+        raise InputError(f"config file {path} does not exist")
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise InputError(f"config file {path} does not exist") from None
+        data = json.loads(read_text_file(path, "config file"))
     except (OSError, json.JSONDecodeError) as exc:
         raise InputError(f"config file {path} is not valid JSON ({exc})") from None
     if not isinstance(data, dict):

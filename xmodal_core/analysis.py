@@ -23,6 +23,10 @@ import numpy as np
 from xmodal_core.errors import DatasetError, InputError
 from xmodal_core.spaces import PRETRAINED
 MARKERS = {"speech": "circle", "text": "x", "image": "square"}
+# Limits so one person's map or evaluation cannot hold the shared CPU for minutes.
+MAX_PER_CLASS = 200
+MAX_MAP_POINTS = 6000  # items x modalities on one t-SNE / UMAP map
+MAX_MODELS = 8  # models compared in one zero-shot evaluation
 
 Progress = Callable[[int, int], None]
 
@@ -77,8 +81,8 @@ def sample(set_name: str, modalities: Sequence[str], per_class: int, *, classes:
     from xmodal_core.data import ensure_dataset, load_manifest
 
     spec = get_set(set_name)
-    if per_class < 1:
-        raise InputError(f"items per class must be at least 1, not {per_class}")
+    if not 1 <= per_class <= MAX_PER_CLASS:
+        raise InputError(f"items per class must be between 1 and {MAX_PER_CLASS}, not {per_class}")
     bad = [m for m in modalities if m not in spec.modalities]
     if bad:
         raise InputError(f"{spec.title} has no {', '.join(bad)}; it has {', '.join(spec.modalities)}")
@@ -208,6 +212,9 @@ def embedding_map(set_name: str, model: str, modalities: Sequence[str], method: 
         raise InputError("pick at least one modality to map")
     _check_one_space(model, modalities)
     records = sample(set_name, modalities, per_class, classes=classes, seed=seed)
+    if len(records) * len(modalities) > MAX_MAP_POINTS:
+        raise InputError(f"the map would have {len(records) * len(modalities)} points; the limit is {MAX_MAP_POINTS}: "
+                         "pick fewer items per class, classes or modalities")
     spec = get_set(set_name)
     blocks, mods, cls, hover, thumbs = [], [], [], [], []
     for m in modalities:
@@ -323,6 +330,8 @@ def zero_shot_curves(set_name: str, models: Sequence[str], templates: Sequence[s
     templates = parse_templates(list(templates) if not isinstance(templates, str) else templates)
     if not models:
         raise InputError("pick at least one model")
+    if len(models) > MAX_MODELS:
+        raise InputError(f"{len(models)} models picked; compare at most {MAX_MODELS} at once")
     modality = spec.zero_shot
     records = sample(set_name, [modality], per_class, seed=seed)
     names = sorted({spec.class_of(r) for r in records})

@@ -52,8 +52,10 @@ def _progress_bar(total: int, desc: str, quiet: bool):
 def cmd_transcribe(args) -> int:
     from xmodal_core.audio import load_audio
     from xmodal_core.registry import get_transcriber
+    from xmodal_core.validate import MAX_SECONDS_RANGE, check_number
 
-    audios = [load_audio(f, max_seconds=args.max_seconds) for f in args.files]
+    max_seconds = check_number(args.max_seconds, "--max-seconds", *MAX_SECONDS_RANGE)
+    audios = [load_audio(f, max_seconds=max_seconds) for f in args.files]
     transcriber = get_transcriber(args.model)
     results = []
     with _progress_bar(len(audios), "transcribing", args.json) as bar:

@@ -325,6 +325,79 @@ class Gallery:
             return index
 
 
+# ---------------------------------------------------------------- where files may come from
+
+# Never indexed, whatever --allow-dir says: kernel and device files, system configuration.
+FORBIDDEN_ROOTS = tuple(Path(p) for p in ("/proc", "/sys", "/dev", "/etc", "/boot", "/run", "/var/run"))
+DEFAULT_INDEX_ROOTS = ("~", "/usr/share", "/usr/local/share", "/media", "/mnt", "/srv")
+_index_roots: list[Path] | None = None
+
+
+def set_index_roots(roots: Iterable[str | Path] | None) -> None:
+    """The folders under which `index_folder` accepts a folder (the app's `--allow-dir`);
+    None: `$XMODAL_ALLOW_DIRS` (separated by os.pathsep), else `DEFAULT_INDEX_ROOTS`."""
+    global _index_roots
+    _index_roots = None if roots is None else [Path(r).expanduser().resolve() for r in roots]
+
+
+def index_roots() -> list[Path]:
+    """The folders a folder gallery may be indexed under (see `set_index_roots`)."""
+    if _index_roots is not None:
+        return list(_index_roots)
+    env = os.environ.get("XMODAL_ALLOW_DIRS")
+    given = [p for p in env.split(os.pathsep) if p.strip()] if env else list(DEFAULT_INDEX_ROOTS)
+    return [Path(p).expanduser().resolve() for p in given]
+
+
+def check_index_folder(folder: str | Path) -> Path:
+    """The resolved folder, if a folder gallery may be made of it.
+
+    Raises:
+        InputError: not valid path text (NUL, lone surrogates, over-long parts); `/`, a system
+            folder (`FORBIDDEN_ROOTS`), the repository or the xmodal home; or outside every
+            `index_roots()` folder.
+    """
+    from xmodal_core.validate import check_inside, check_path_text, is_inside
+
+    given = check_path_text(folder, "folder")
+    if not str(given).strip() or str(given) == ".":
+        raise InputError("no folder given: type the path of a folder of images")
+    resolved = given.resolve()
+    # inside a system folder, the repository or the xmodal home; or holding the repository (`/`)
+    if any(is_inside(resolved, r) for r in (*FORBIDDEN_ROOTS, paths.REPO_ROOT, paths.home())) \
+            or is_inside(paths.REPO_ROOT, resolved):
+        raise InputError(f"{str(resolved)[:200]} holds system, program or xmodal files and cannot be indexed; "
+                         "give a folder of pictures")
+    return check_inside(resolved, index_roots(), "folder")
+
+
+def media_roots() -> list[Path]:
+    """Folders whose files the app hands to the browser as they are (Gradio `allowed_paths`):
+    the people's recordings the recordings gallery plays, built data sets, labelled audio."""
+    from xmodal_core.data.builders import KTUBERLING, LIBRIVOX, TUXPAINT_STAMPS
+
+    return [TUXPAINT_STAMPS, KTUBERLING, LIBRIVOX, paths.datasets_dir(), paths.home() / "labels" / "audio"]
+
+
+def served_image(gallery: "Gallery", item: GalleryItem) -> str | None:
+    """`item.image` if it may still be shown: for a folder gallery, a regular file inside the
+    folder (a link only if it resolves inside), as when it was indexed; None otherwise."""
+    from xmodal_core.validate import is_inside
+
+    if not item.image:
+        return None
+    if gallery.kind != "folder" or not gallery.root:
+        return item.image
+    path = Path(item.image)
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    if not stat.S_ISREG(st.st_mode) or not is_inside(path, Path(gallery.root)):
+        return None
+    return item.image
+
+
 # ---------------------------------------------------------------- building galleries
 
 def _is_inside(path: Path, root: Path) -> bool:
@@ -495,12 +568,17 @@ def index_folder(folder: str | Path, *, encoder_name: str | None = "efficientnet
 
     Raises:
         InputError: the folder is missing, not a folder, unreadable, has no readable image,
-            or has more than `max_items` images.
+            has more than `max_items` images, or may not be indexed (`check_index_folder`).
     """
     start = time.perf_counter()
     if not str(folder).strip():
         raise InputError("no folder given: type the path of a folder of images")
-    root = Path(folder).expanduser()
+    from xmodal_core.validate import check_path_text
+
+    given = check_path_text(folder, "folder")
+    if not given.is_dir():
+        scan_folder(given, max_items=max_items)  # says what is wrong with it
+    root = check_index_folder(given)
     name = folder_gallery_name(root)
     with _build_lock(name):
         try:
@@ -607,6 +685,9 @@ def recordings_gallery() -> Gallery:
 
 def open_gallery(name: str, *, progress: Progress | None = None) -> Gallery:
     """A gallery by name: "default", "recordings", or one made by `index_folder` (loaded once)."""
+    from xmodal_core.validate import check_name
+
+    name = check_name(name, "gallery name")  # never a path: `--gallery /etc/passwd`
     if name == DEFAULT_NAME:
         return default_gallery(progress=progress)
     if name == RECORDINGS_NAME:

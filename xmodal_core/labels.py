@@ -14,6 +14,7 @@ the label's text).
 from __future__ import annotations
 
 import hashlib
+import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +32,7 @@ QUEUES = {
 }
 SEARCH_PREFIX = "search:"
 MAX_CAPTION_CHARS = 500
+EXPORT_MARKER = "labels-export.json"  # beside a manifest written by `export_labels`: it may replace it
 
 
 @dataclass(frozen=True)
@@ -255,7 +257,37 @@ def _resolve(dataset: str, item_id: str) -> tuple[Any, str | None]:
 _resolve.cache = {}  # type: ignore[attr-defined]
 
 
-def export_labels(name: str, *, sources: Sequence[str] | None = None, store=None, fractions=(0.8, 0.1, 0.1)):
+def free_dataset_name(base: str) -> str:
+    """`BASE-labels`, or `BASE-labels-2`, -3 ...: the first name no data set uses yet."""
+    from xmodal_core.data.manifest import dataset_dir
+
+    stem = base[:50]
+    candidates = [f"{stem}-labels"] + [f"{stem}-labels-{i}" for i in range(2, 1000)]
+    return next(c for c in candidates if not dataset_dir(c).exists())
+
+
+def check_export_target(name: str, *, overwrite: bool = False) -> Path:
+    """The folder an export of `name` writes to; refuses a data set the export did not create.
+
+    Raises:
+        InputError: `name` is not a valid data set name, or names a data set (built, or copied
+            in) that an export did not write and `overwrite` is not given; the message names a
+            free name.
+    """
+    from xmodal_core.data.manifest import dataset_dir
+    from xmodal_core.validate import check_name
+
+    name = check_name(name, "data set name")
+    out_dir = dataset_dir(name)
+    if out_dir.exists() and any(out_dir.iterdir()) and not (out_dir / EXPORT_MARKER).is_file() and not overwrite:
+        raise InputError(f"a data set named {name!r} already exists and was not written by an export: "
+                         f"export under another name, e.g. {free_dataset_name(name)!r} "
+                         f"(or pass --overwrite to replace it)")
+    return out_dir
+
+
+def export_labels(name: str, *, sources: Sequence[str] | None = None, store=None, fractions=(0.8, 0.1, 0.1),
+                  overwrite: bool = False):
     """Write accepted and edited labels as the data set `name` (`datasets_dir()/NAME/manifest.jsonl`).
 
     Each record has the item's image, the caption a person accepted or typed (or, for a search
@@ -265,14 +297,16 @@ def export_labels(name: str, *, sources: Sequence[str] | None = None, store=None
     Args:
         name: the new data set's name.
         sources: label data sets to take (default: all).
+        overwrite: replace a data set of that name that an export did not write (a built one).
 
     Returns:
         The `BuildSummary` written beside the manifest.
     """
-    from xmodal_core.data.manifest import (BuildSummary, Record, count_records, dataset_dir, split_by_group,
-                                           write_manifest, write_summary)
+    from xmodal_core.data.manifest import (BuildSummary, Record, count_records, split_by_group, write_manifest,
+                                           write_summary)
 
-    out_dir = dataset_dir(name)
+    name = name.strip()
+    out_dir = check_export_target(name, overwrite=overwrite)
     store = _store(store)
     labels = store.labels()
     if sources:
@@ -309,6 +343,8 @@ def export_labels(name: str, *, sources: Sequence[str] | None = None, store=None
     records = split_by_group(records, fractions)
     summary.records = len(records)
     summary.counts = count_records(records)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / EXPORT_MARKER).write_text(json.dumps({"exported_at": time.time()}) + "\n", encoding="utf-8")
     summary.path = str(write_manifest(out_dir / "manifest.jsonl", records))
     summary.seconds = round(time.perf_counter() - start, 2)
     write_summary(out_dir, summary)
@@ -316,7 +352,7 @@ def export_labels(name: str, *, sources: Sequence[str] | None = None, store=None
 
 
 def cmd_export_labels(args) -> int:
-    summary = export_labels(args.name, sources=args.source or None)
+    summary = export_labels(args.name, sources=args.source or None, overwrite=args.overwrite)
     print(summary.format())
     return 0
 
@@ -326,4 +362,6 @@ def add_commands(subparsers) -> None:
     p = subparsers.add_parser("export-labels", help="write accepted/edited labels as a data set manifest")
     p.add_argument("name", help="name of the data set to write (then: train on it from the Train page)")
     p.add_argument("--source", action="append", help="only labels of this data set / gallery (repeatable)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace a data set of that name that was not written by an export (e.g. a built one)")
     p.set_defaults(func=cmd_export_labels)

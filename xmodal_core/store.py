@@ -487,10 +487,12 @@ class Store:
 
     def request_cancel(self, run_id: int) -> Run:
         """Ask a run to stop. A queued run is cancelled at once; a running one gets the
-        flag and its trainer stops at the next step. Finished runs raise StoreError."""
+        flag and its trainer stops at the next step; a running one whose process on this host
+        is gone is cancelled at once. Finished runs raise StoreError."""
         with self._write() as session:
             row = self._get_run_row(session, run_id)
-            if row.status == "queued":
+            if row.status == "queued" or (row.status == "running" and self._is_dead(row)):
+                # nobody would ever see the flag of a run whose process is gone: cancel it now
                 self._move(row, "cancelled")
                 row.finished_at = time.time()
             elif row.status != "running":
@@ -531,18 +533,32 @@ class Store:
                 raise StoreError(f"run {run_id} is running; cancel it before deleting it")
             session.delete(row)
 
+    def _is_dead(self, row: _RunTable) -> bool:
+        """A running row owned by this host whose process no longer exists."""
+        return row.hostname == self._hostname and (row.pid is None or not pid_alive(row.pid, row.pid_start))
+
+    def dead_runs(self) -> list[int]:
+        """Ids of runs 'running' on this host whose process is gone (read only: cheap enough
+        for a page's refresh timer)."""
+        with self._read() as session:
+            rows = session.exec(select(_RunTable).where(_RunTable.status == "running")).all()
+            return [int(r.id) for r in rows if self._is_dead(r)]
+
     def recover_dead_runs(self) -> list[int]:
         """Mark runs left 'running' by a process on this host that no longer exists as
-        failed (with a note); returns their ids. Runs owned by other hosts are left alone."""
+        failed (with a note); returns their ids. Runs owned by other hosts are left alone.
+        Called when a store is opened and on each Train page refresh."""
+        if not self.dead_runs():
+            return []  # the common case takes no write lock
         recovered = []
         with self._write() as session:
             rows = session.exec(select(_RunTable).where(_RunTable.status == "running",
                                                         _RunTable.hostname == self._hostname)).all()
             for row in rows:
-                if row.pid is not None and pid_alive(row.pid, row.pid_start):
+                if not self._is_dead(row):
                     continue
                 note = (f"the process running it (pid {row.pid} on {row.hostname}) exited without finishing "
-                        f"(killed or crashed); marked failed when the store was reopened at "
+                        f"(killed or crashed); marked failed at "
                         f"{time.strftime('%Y-%m-%d %H:%M:%S')}")
                 row.status, row.finished_at = "failed", time.time()
                 row.error = f"{row.error}\n{note}" if row.error else note
@@ -690,8 +706,12 @@ class Store:
 
     def save_templates(self, name: str, text: str) -> TemplateList:
         """Save (or replace) a named template list; `text` has one template per line."""
-        if not str(name).strip():
+        from xmodal_core.validate import MAX_NAME_CHARS, MAX_TEMPLATE_CHARS, MAX_TEMPLATES, check_text
+
+        if not isinstance(name, str) or not name.strip():
             raise InputError("a template list needs a name")
+        name = check_text(name, "template list name", max_chars=MAX_NAME_CHARS).strip()
+        text = check_text(text, "template list", max_chars=MAX_TEMPLATES * MAX_TEMPLATE_CHARS, allow_empty=True)
         now = time.time()
         with self._write() as session:
             row = session.exec(select(_TemplateListTable).where(_TemplateListTable.name == name)).first()

@@ -112,17 +112,21 @@ def make_config(kind: str, base: dict[str, Any], **overrides: Any) -> dict[str, 
     Raises:
         InputError: an impossible combination, with the trainer's explanation.
     """
+    from xmodal_core.validate import check_settings
+
     data = dict(base)
     data.update({k: v for k, v in overrides.items() if v is not None})
-    cfg = config_class(kind).from_dict(data)
+    cfg = config_class(kind).from_dict(check_settings(data))
     return cfg.to_dict()
 
 
 def check_dataset(name: str, towers: tuple[str, ...] | list[str] = ()) -> int:
-    """Records in a built set that have every tower's view; raises DatasetError when there are none."""
+    """Records in a built set (or a manifest under `validate.data_roots()`) that have every tower's
+    view; raises DatasetError when there are none, InputError for a path outside those folders."""
     from xmodal_core.data.manifest import load_manifest
+    from xmodal_core.validate import check_data_source
 
-    records = load_manifest(name)
+    records = load_manifest(check_data_source(name))
     usable = [r for r in records if all(r.item(m) is not None for m in towers)]
     if not usable:
         raise DatasetError(f"data set {name!r} has no records with {' and '.join(towers)}; pick another one")

@@ -48,15 +48,21 @@ def parse_templates(text: str | Sequence[str], source: str = "templates") -> lis
     kept as text (names are filled with `str.replace`, not `str.format`).
 
     Raises:
-        InputError: naming every wrong line (1-based, counting blank and comment lines), or when
-            no template is left.
+        InputError: naming every wrong line (1-based, counting blank and comment lines), when
+            no template is left, a line is not valid text or longer than `validate.MAX_TEMPLATE_CHARS`,
+            or there are more than `validate.MAX_TEMPLATES`.
     """
+    from xmodal_core.validate import MAX_TEMPLATE_CHARS, MAX_TEMPLATES, check_text
+
     lines = text.splitlines() if isinstance(text, str) else [str(t) for t in text]
     templates, problems = [], []
     for number, raw in enumerate(lines, start=1):
-        line = raw.strip()
+        line = check_text(raw, f"{source} line {number}", max_chars=MAX_TEMPLATE_CHARS, allow_empty=True).strip()
         if not line or line.startswith("#"):
             continue
+        if len(templates) == MAX_TEMPLATES:
+            raise InputError(f"{source}: more than {MAX_TEMPLATES} templates; each is embedded once per class, "
+                             f"so keep a list to at most {MAX_TEMPLATES}")
         holes = line.count("{}")
         if holes != 1:
             problems.append(f"line {number} has {holes} '{{}}' ({line!r})")
@@ -82,7 +88,9 @@ def load_templates(name_or_path: str | os.PathLike | Sequence[str]) -> list[str]
     """
     if not isinstance(name_or_path, (str, os.PathLike)):
         return parse_templates(list(name_or_path))
-    spec = str(name_or_path)
+    from xmodal_core.validate import check_path_text
+
+    spec = str(check_path_text(str(name_or_path), "template list"))
     first = None
     match = _PREFIX.match(spec)
     if match and not Path(spec).exists():
@@ -97,7 +105,9 @@ def load_templates(name_or_path: str | os.PathLike | Sequence[str]) -> list[str]
                 f"no template list {spec!r}: give a file path or one of {', '.join(available_templates())}"
             )
         path = named
-    templates = parse_templates(path.read_text(encoding="utf-8"), source=str(path))
+    from xmodal_core.validate import read_text_file
+
+    templates = parse_templates(read_text_file(path, "template file"), source=str(path))
     if first is not None:
         if first > len(templates):
             raise InputError(f"{name_or_path}: the list has only {len(templates)} templates")

@@ -166,7 +166,7 @@ def search_query(*, audio: str | None = None, image: str | None = None, text: st
                  gallery: str = "default", k: int = 10, mode: str = "coarse", progress=None) -> dict[str, Any]:
     """One search from a shell: exactly one query, a gallery name, a mode; returns JSON-able hits."""
     from xmodal_core.gallery import open_gallery
-    from xmodal_core.search import Query, format_timings, search
+    from xmodal_core.search import Query, format_timings, search, search_recordings
 
     given = [(kind, value) for kind, value in (("speech", audio), ("image", image), ("text", text)) if value is not None]
     if len(given) != 1:
@@ -177,12 +177,17 @@ def search_query(*, audio: str | None = None, image: str | None = None, text: st
     if kind != "text" and not Path(value).expanduser().is_file():
         raise InputError(f"query file {value} does not exist")
     query = Query.from_input(kind, str(Path(value).expanduser()) if kind != "text" else value)
-    result = search(open_gallery(gallery, progress=progress), query, SEARCH_MODES[mode], k=int(k), progress=progress)
+    opened = open_gallery(gallery, progress=progress)
+    if opened.kind == "recordings":  # spoken captions: ranked by their own search (see search_recordings)
+        result = search_recordings(opened, query, SEARCH_MODES[mode], k=int(k), progress=progress)
+    else:
+        result = search(opened, query, SEARCH_MODES[mode], k=int(k), progress=progress)
     return {"mode": result.mode, "query": kind, "model": result.model, "transcript": result.transcript,
             "notes": result.notes, "total_ms": round(result.total_ms, 1),
             "timings": [{"stage": s, "ms": ms} for s, ms in format_timings(result)],
             "hits": [{"rank": h.rank, "score": round(h.score, 4), "id": h.item.id, "caption": h.item.text,
-                      "image": h.item.image} for h in result.hits]}
+                      "image": h.item.image, **({"audio": h.item.audio} if h.item.audio else {})}
+                     for h in result.hits]}
 
 
 # =============================================================================== commands

@@ -152,9 +152,9 @@ def count_records(records: Iterable[Record]) -> dict[str, dict[str, int]]:
 
 def dataset_dir(name: str) -> Path:
     """Folder of a built set: `datasets_dir()/NAME` (not created)."""
-    if not name or "/" in name or name.startswith(".") or name.startswith("_"):
-        raise InputError(f"{name!r} is not a data set name; use letters, digits and '-'")
-    return paths.datasets_dir() / name
+    from xmodal_core.validate import check_name
+
+    return paths.datasets_dir() / check_name(name, "data set name")
 
 
 def manifest_path(name_or_path: str | Path) -> Path:
@@ -164,9 +164,11 @@ def manifest_path(name_or_path: str | Path) -> Path:
     happens to exist in the current directory; a `Path`, or text with a "/" or ending in
     ".jsonl", is a path.
     """
+    from xmodal_core.validate import check_path_text
+
     text = str(name_or_path)
     if isinstance(name_or_path, Path) or "/" in text or text.endswith(".jsonl"):
-        p = Path(text)
+        p = check_path_text(text, "manifest path")
         return p / MANIFEST_NAME if p.is_dir() else p
     return dataset_dir(text) / MANIFEST_NAME
 
@@ -223,6 +225,19 @@ def write_manifest(path: str | Path, records: Sequence[Record]) -> Path:
     return path
 
 
+def _text_lines(fh, path: Path) -> Iterator[tuple[int, str]]:
+    """(line number, line) of a text file; a binary file gives a DatasetError, not UnicodeDecodeError."""
+    lineno = 0
+    try:
+        for lineno, line in enumerate(fh, 1):
+            if "\x00" in line:
+                raise DatasetError(f"{path} is a binary file, not a manifest (JSON Lines text); rebuild the set")
+            yield lineno, line
+    except UnicodeDecodeError:
+        raise DatasetError(f"{path} line {lineno + 1} is not UTF-8 text: not a manifest; "
+                           "give a manifest.jsonl written by `xmodal data build`") from None
+
+
 def iter_manifest(name_or_path: str | Path) -> Iterator[Record]:
     """Records of a manifest, one at a time (paths made absolute)."""
     path = manifest_path(name_or_path)
@@ -233,7 +248,7 @@ def iter_manifest(name_or_path: str | Path) -> Iterator[Record]:
         )
     base = path.parent
     with open(path, encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, 1):
+        for lineno, line in _text_lines(fh, path):
             if not line.strip():
                 continue
             try:

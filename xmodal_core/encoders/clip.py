@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Any, Sequence
 
 import torch
-from PIL import Image
 
 from xmodal_core.encoders._util import auto_device, file_fingerprint
 from xmodal_core.encoders.base import Encoder
@@ -91,7 +90,7 @@ class OpenCLIPEncoder(Encoder):
                 if not isinstance(text, str) or not text.strip():
                     raise InputError(f"text item {i} is empty or not a string")
             return self._model.encode_text(self._tokenizer(list(items)).to(self.device))
-        images = [item if isinstance(item, Image.Image) else load_image(item) for item in items]
+        images = [load_image(item) for item in items]  # PIL images too: the size check bounds the resize
         batch = torch.stack([self._preprocess(img.convert("RGB")) for img in images]).to(self.device)
         return self._model.encode_image(batch)
 

@@ -17,7 +17,7 @@ from PIL import Image
 from xmodal_core.encoders._util import auto_device, file_fingerprint
 from xmodal_core.encoders.base import Encoder
 from xmodal_core.errors import ModelNotFoundError
-from xmodal_core.images import load_image
+from xmodal_core.images import load_image, resized_size
 
 IMAGE_SIZE = 224
 RESIZE = 256  # resize the short side, then centre-crop IMAGE_SIZE (crop fraction 0.875)
@@ -36,9 +36,7 @@ def efficientnet_lite0_weights() -> str:
 
 def preprocess(img: Image.Image) -> torch.Tensor:
     """RGB PIL image -> (3, 224, 224) float tensor scaled as the Lite models expect."""
-    w, h = img.size
-    scale = RESIZE / min(w, h)
-    img = img.resize((max(IMAGE_SIZE, round(w * scale)), max(IMAGE_SIZE, round(h * scale))), Image.Resampling.BICUBIC)
+    img = img.resize(resized_size(*img.size, RESIZE, min_side=IMAGE_SIZE), Image.Resampling.BICUBIC)
     w, h = img.size
     left, top = (w - IMAGE_SIZE) // 2, (h - IMAGE_SIZE) // 2
     img = img.crop((left, top, left + IMAGE_SIZE, top + IMAGE_SIZE))

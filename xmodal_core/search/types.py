@@ -57,9 +57,9 @@ class Query:
                 raise InputError(f"text query must be a string, not {type(value).__name__}")
             if not text:
                 raise InputError("the text query is empty: type a few words, e.g. 'a red apple'")
-            if len(text) > MAX_TEXT_CHARS:
-                raise InputError(f"the text query is {len(text)} characters; the limit is {MAX_TEXT_CHARS}")
-            return cls("text", text=text)
+            from xmodal_core.validate import check_text
+
+            return cls("text", text=check_text(text, "text query", max_chars=MAX_TEXT_CHARS))
         raise InputError(f"unknown query kind {kind!r}; use speech, image or text")
 
 
