@@ -27,6 +27,7 @@ from typing import Any, Callable
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+os.environ["XMODAL_UI_ENDPOINTS"] = "1"  # the page handlers stay callable (unlisted) for this driver
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import os
 from typing import Any
 
 import gradio as gr
@@ -106,6 +107,9 @@ def build() -> None:
 
 def hide_other_endpoints(demo: gr.Blocks) -> None:
     """Every event that is not one of `API_NAMES` becomes private: the API page lists only those."""
+    # XMODAL_UI_ENDPOINTS=1 (robustness drivers only) leaves the page handlers callable but unlisted,
+    # so a script can send them the same bad inputs a person types into the page.
+    hidden = "undocumented" if os.environ.get("XMODAL_UI_ENDPOINTS") == "1" else "private"
     for fn in demo.fns.values():
         if fn.api_name not in API_NAMES:
-            fn.api_visibility = "private"
+            fn.api_visibility = hidden

@@ -166,9 +166,9 @@ def load_audio(
 
 def save_wav(path: str | Path, audio: Audio) -> Path:
     """Write 16-bit PCM WAV atomically (temp file, then rename)."""
+    from xmodal_core.fsio import atomic_path
+
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    sf.write(str(tmp), audio.samples, audio.sample_rate, subtype="PCM_16", format="WAV")
-    tmp.replace(path)
+    with atomic_path(path) as tmp:
+        sf.write(str(tmp), audio.samples, audio.sample_rate, subtype="PCM_16", format="WAV")
     return path

@@ -19,7 +19,6 @@ import json
 import os
 import re
 import stat
-import tempfile
 import threading
 import time
 from dataclasses import asdict, dataclass, field, replace
@@ -30,6 +29,7 @@ import numpy as np
 
 from xmodal_core import paths
 from xmodal_core.errors import DatasetError, ImageError, InputError, XmodalError
+from xmodal_core.fsio import atomic_write
 
 DEFAULT_NAME = "default"
 DEFAULT_SETS = ("tuxpaint", "emoji")
@@ -143,16 +143,6 @@ def folder_gallery_name(folder: str | Path) -> str:
     return f"{slug[:40]}-{hashlib.sha1(str(resolved).encode()).hexdigest()[:8]}"
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _key_file(key: str) -> str:
@@ -212,10 +202,10 @@ class Gallery:
 
     def save(self) -> None:
         lines = "".join(json.dumps(asdict(it), ensure_ascii=False) + "\n" for it in self.items)
-        _atomic_write(self.folder / ITEMS_NAME, lines.encode("utf-8"))
+        atomic_write(self.folder / ITEMS_NAME, lines.encode("utf-8"))
         meta = {"name": self.name, "kind": self.kind, "root": self.root, "title": self.title,
                 "updated": time.time(), "skipped": [asdict(s) for s in self.skipped]}
-        _atomic_write(self.folder / META_NAME, json.dumps(meta, indent=1).encode("utf-8"))
+        atomic_write(self.folder / META_NAME, json.dumps(meta, indent=1).encode("utf-8"))
 
     @classmethod
     def load(cls, name: str) -> "Gallery":
@@ -307,7 +297,7 @@ class Gallery:
                 data = io.BytesIO()
                 np.savez(data, ids=np.array([it.id for it in self.items], dtype=str)[keep],
                          fps=np.array(fps, dtype=str)[keep], vectors=vectors[keep])
-                _atomic_write(path, data.getvalue())
+                atomic_write(path, data.getvalue())
             return vectors, ok
 
     def index(self, key: str, embed: EmbedFn, *, what: str = "image", progress: Progress | None = None):

@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
@@ -20,6 +18,7 @@ import numpy as np
 
 from xmodal_core import paths
 from xmodal_core.errors import InputError
+from xmodal_core.fsio import atomic_path
 
 METHODS = ("tsne", "umap", "pca")
 METHOD_LABELS = {"tsne": "t-SNE", "umap": "UMAP", "pca": "PCA"}
@@ -155,14 +154,8 @@ def _lock_for(key: str) -> threading.Lock:
 
 
 def _save(path: Path, coords: np.ndarray, meta: dict[str, Any]) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, coords=coords, meta=np.array(json.dumps(meta)))
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        np.savez(f, coords=coords, meta=np.array(json.dumps(meta)))
 
 
 def _load(path: Path, n: int) -> np.ndarray | None:

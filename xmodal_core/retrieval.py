@@ -6,11 +6,9 @@ vectors); `coarse_to_fine` reranks an index's top candidates with a slower score
 """
 from __future__ import annotations
 
-import io
 import json
 import math
 import os
-import tempfile
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +20,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from xmodal_core.errors import InputError
+from xmodal_core.fsio import atomic_path
 
 __all__ = [
     "VectorIndex",
@@ -375,22 +374,16 @@ class VectorIndex:
             "params": self.params,
         }
         labels = np.array([self._label_of[i] for i in self.ids()], dtype=np.int64)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        try:
-            with os.fdopen(fd, "wb") as f:
-                np.savez(
-                    f,
-                    meta=np.array(json.dumps(meta)),
-                    index=faiss.serialize_index(self._index),
-                    ids=np.array(self.ids(), dtype=str),
-                    labels=labels,
-                    hidden=np.array(sorted(self._hidden), dtype=np.int64),
-                    next_label=np.array(len(self._ids), dtype=np.int64),
-                )
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        with atomic_path(path) as tmp, open(tmp, "wb") as f:
+            np.savez(
+                f,
+                meta=np.array(json.dumps(meta)),
+                index=faiss.serialize_index(self._index),
+                ids=np.array(self.ids(), dtype=str),
+                labels=labels,
+                hidden=np.array(sorted(self._hidden), dtype=np.int64),
+                next_label=np.array(len(self._ids), dtype=np.int64),
+            )
         return path
 
     @classmethod

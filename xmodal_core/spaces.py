@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import threading
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -28,6 +27,7 @@ import numpy as np
 from xmodal_core import paths
 from xmodal_core.caching import LoadCache
 from xmodal_core.errors import InputError, StoreError, XmodalError
+from xmodal_core.fsio import atomic_write
 
 TEXT_ENCODER = "minilm"
 PRETRAINED = {"speech": "whisper-tiny.en", "text": "minilm", "image": "efficientnet-lite0"}  # towers as installed
@@ -213,9 +213,7 @@ def default_space(store=None) -> "Space":
 def save_selection(selection: Selection) -> Selection:
     with _lock:
         path = _selection_path()
-        tmp = path.with_name(path.name + f".{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(selection.to_dict()), encoding="utf-8")
-        tmp.replace(path)
+        atomic_write(path, json.dumps(selection.to_dict()))
         return selection
 
 
@@ -364,9 +362,7 @@ def transcribe(audios: Sequence[Any]) -> list[str]:
             for i, text in zip(todo, texts):
                 _transcripts[keys[i]] = text
             if len(_transcripts) < 200_000:
-                tmp = disk.with_name(disk.name + f".{os.getpid()}.{threading.get_ident()}.tmp")
-                tmp.write_text(json.dumps(_transcripts), encoding="utf-8")
-                tmp.replace(disk)
+                atomic_write(disk, json.dumps(_transcripts))
     with _transcripts_lock:
         return [_transcripts[k] for k in keys]
 

@@ -25,7 +25,6 @@ import hashlib
 import json
 import os
 import re
-import tempfile
 import time
 import uuid
 from dataclasses import asdict, dataclass, field
@@ -37,6 +36,7 @@ import numpy as np
 from xmodal_core import paths
 from xmodal_core.data.manifest import Record, load_manifest
 from xmodal_core.errors import DatasetError, InputError, XmodalError
+from xmodal_core.fsio import atomic_path, atomic_write_json
 
 CACHE_VERSION = "fc1"
 SHARD_ITEMS = 256          # flush a shard after this many new items ...
@@ -118,17 +118,10 @@ class _ShardStore:
         """A new shard (temporary file, then rename), added to the index."""
         from safetensors.numpy import save_file
 
-        self.dir.mkdir(parents=True, exist_ok=True)
         name = f"shard-{time.strftime('%Y%m%d%H%M%S')}-{os.getpid()}-{uuid.uuid4().hex[:8]}.safetensors"
-        fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".safetensors", dir=self.dir)
-        os.close(fd)
-        try:
-            save_file({k: np.ascontiguousarray(v) for k, v in tensors.items()}, tmp,
+        with atomic_path(self.dir / name) as tmp:
+            save_file({k: np.ascontiguousarray(v) for k, v in tensors.items()}, str(tmp),
                       metadata={**meta, "keys": json.dumps(keys)})
-            os.replace(tmp, self.dir / name)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
         self.shards[name] = keys
         for row, key in enumerate(keys):
             self.index.setdefault(key, (name, row))
@@ -517,10 +510,7 @@ class FeatureCache:
 
 
 def _atomic_json(path: Path, obj: dict) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".json", dir=path.parent)
-    with os.fdopen(fd, "w") as fh:
-        json.dump(obj, fh, indent=2)
-    os.replace(tmp, path)
+    atomic_write_json(path, obj)
 
 
 def extract_features(dataset: str, encoder: Any, *, tokens: bool = False, split: str | None = None,

@@ -11,7 +11,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 from collections import Counter, defaultdict
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
@@ -19,6 +18,7 @@ from typing import Callable, Iterable, Iterator, Sequence
 
 from xmodal_core import paths
 from xmodal_core.errors import DatasetError, InputError
+from xmodal_core.fsio import atomic_write
 
 SPLITS = ("train", "val", "test")
 DEFAULT_FRACTIONS = (0.8, 0.1, 0.1)
@@ -208,20 +208,13 @@ def write_manifest(path: str | Path, records: Sequence[Record]) -> Path:
             raise DatasetError(f"duplicate record id {r.id!r} while writing {path}")
         seen.add(r.id)
     base = path.parent
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=base)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            for r in records:
-                row = r.to_dict()
-                row["image"] = _stored_path(r.image, base)
-                row["audio"] = _stored_path(r.audio, base)
-                fh.write(json.dumps(row, ensure_ascii=False) + "\n")
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    lines = []
+    for r in records:
+        row = r.to_dict()
+        row["image"] = _stored_path(r.image, base)
+        row["audio"] = _stored_path(r.audio, base)
+        lines.append(json.dumps(row, ensure_ascii=False) + "\n")
+    atomic_write(path, "".join(lines), fsync=True)
     return path
 
 
@@ -273,7 +266,7 @@ def load_manifest(name_or_path: str | Path, *, split: str | None = None) -> list
 def write_summary(directory: str | Path, summary: BuildSummary) -> Path:
     """`summary.json` beside the manifest (atomic)."""
     path = Path(directory) / SUMMARY_NAME
-    atomic_write_text(path, json.dumps(summary.to_dict(), indent=2, ensure_ascii=False) + "\n")
+    atomic_write(path, json.dumps(summary.to_dict(), indent=2, ensure_ascii=False) + "\n")
     return path
 
 
@@ -285,16 +278,6 @@ def read_summary(name: str) -> dict | None:
         return None
 
 
-def atomic_write_text(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 @dataclass

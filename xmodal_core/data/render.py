@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import functools
 import gzip
-import os
 import re
 import shutil
 import subprocess
@@ -20,6 +19,7 @@ from pathlib import Path
 from PIL import Image, ImageDraw, ImageFont
 
 from xmodal_core.errors import DatasetError, ImageError
+from xmodal_core.fsio import atomic_path
 
 # Bump when rendering changes, so cached renders are redone.
 RENDER_VERSION = "r1"
@@ -40,15 +40,8 @@ def svg_rasteriser() -> str | None:
 
 
 def save_png(img: Image.Image, out: Path) -> Path:
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=out.name + ".", suffix=".tmp.png", dir=out.parent)
-    os.close(fd)
-    try:
+    with atomic_path(out) as tmp:
         img.save(tmp, format="PNG")
-        os.replace(tmp, out)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
     return out
 
 

@@ -29,6 +29,7 @@ from typing import Callable, Sequence
 
 from xmodal_core import paths
 from xmodal_core.errors import AudioError, DatasetError, InputError
+from xmodal_core.fsio import atomic_path
 
 ENGINES = ("espeak-ng", "flite", "festival")
 # Part of every cache key: bump when the output format or the engine invocation changes.
@@ -317,16 +318,9 @@ def synthesize_one(req: SpeechRequest) -> Path:
         audio = load_audio(raw, max_seconds=MAX_SECONDS, allow_silent=False)
     except AudioError as exc:
         raise AudioError(f"{req.voice.id} produced unusable audio for {req.text[:40]!r}: {exc}") from None
-    out.parent.mkdir(parents=True, exist_ok=True)
-    # A unique temporary name: two processes may synthesise the same request at once.
-    fd, tmp_path = tempfile.mkstemp(prefix=out.stem[:16] + ".", suffix=".tmp.wav", dir=out.parent)
-    os.close(fd)
-    try:
+    # atomic_path's temporary name is unique: two processes may synthesise the same request at once.
+    with atomic_path(out) as tmp_path:
         sf.write(tmp_path, audio.samples, SAMPLE_RATE, subtype="PCM_16", format="WAV")
-        os.replace(tmp_path, out)
-    except BaseException:
-        Path(tmp_path).unlink(missing_ok=True)
-        raise
     return out
 
 

@@ -14,8 +14,6 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
-import tempfile
 import threading
 import time
 from dataclasses import dataclass
@@ -31,6 +29,7 @@ from xmodal_core.encoders._util import auto_device
 from xmodal_core.encoders.base import Encoder
 from xmodal_core.encoders.ctranslate2 import CT2FormatError, read_ct2_model
 from xmodal_core.errors import AudioError, ModelNotFoundError
+from xmodal_core.fsio import atomic_path, atomic_write
 
 MODEL_NAME = "whisper-tiny.en"
 SAMPLE_RATE = 16_000
@@ -185,16 +184,6 @@ def _fast_key(path: Path) -> str:
     return f"{path.resolve()}|{st.st_size}|{st.st_mtime_ns}"
 
 
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.chmod(tmp, 0o644)  # mkstemp makes 0600; the cache is meant to be shared
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _read_json(path: Path) -> dict:
@@ -269,15 +258,8 @@ def converted_weights(model_dir: str | Path | None = None, cache_dir: str | Path
     mapped = ct2_to_transformers(variables)
     state_dict = {k: torch.from_numpy(np.array(a, dtype=np.float16, order="C", copy=True)) for k, a in mapped.items()}
 
-    fd, tmp = tempfile.mkstemp(dir=cache_dir, prefix=st_path.name + ".", suffix=".tmp")
-    os.close(fd)
-    try:
-        save_file(state_dict, tmp, metadata={"sha256": sha, "source": str(bin_path)})
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, st_path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_path(st_path) as tmp:
+        save_file(state_dict, str(tmp), metadata={"sha256": sha, "source": str(bin_path)})
     meta = {
         "model": MODEL_NAME,
         "sha256": sha,
@@ -287,7 +269,7 @@ def converted_weights(model_dir: str | Path | None = None, cache_dir: str | Path
         "ct2_aliases": aliases,
         "converted_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
-    _atomic_write_bytes(meta_path, json.dumps(meta, indent=1).encode())
+    atomic_write(meta_path, json.dumps(meta, indent=1).encode())
     _remember(index_path, fast, sha)
     return ConvertedWeights(state_dict, sha, False, st_path)
 
@@ -297,7 +279,7 @@ def _remember(index_path: Path, fast: str, sha: str) -> None:
     index = _read_json(index_path)
     if index.get(fast) != sha:
         index[fast] = sha
-        _atomic_write_bytes(index_path, json.dumps(index, indent=1).encode())
+        atomic_write(index_path, json.dumps(index, indent=1).encode())
 
 
 def build_model(state_dict: dict[str, torch.Tensor], device: str | torch.device = "cpu"):
