@@ -168,6 +168,7 @@ def zeroshot_metrics(model: AlignModel, emb: Mapping[str, Tensor], split: PairSp
     acc = topk_accuracy(logits, targets, ks=(1, 5))
     return {"zeroshot_top1": float(acc["top1"]), "zeroshot_top5": float(acc["top5"])}
 
+
 @torch.no_grad()
 def evaluate(model: AlignModel, split: PairSplit, cfg: AlignConfig, *, device: torch.device | str = "cpu",
              zero_shot: bool = True) -> dict[str, float]:
