@@ -15,8 +15,8 @@ from typing import Any
 
 from xmodal_core import paths
 from xmodal_core.errors import DatasetError, StoreError
-
 from xmodal_core.models.kinds import KINDS
+
 ONE_MINUTE = "1-minute demo"
 
 
