@@ -76,7 +76,7 @@ def _pooled(encoder: str, records: list, modality: str) -> np.ndarray:
 
 
 def _aligned_embed(run: dict, modality: str, features: np.ndarray) -> np.ndarray:
-    from trainers.align import load_aligned
+    from xmodal_core.models.aligned import load_aligned
 
     aligned = load_aligned(run["run_dir"])
     with torch.no_grad():
@@ -126,7 +126,7 @@ def section_cwcl_vs_cl(quick: bool) -> dict[str, Any]:
 
 
 def _image_zero_shot(quick: bool) -> dict[str, Any]:
-    from trainers.align import load_aligned, text_encoder_fn
+    from xmodal_core.models.aligned import load_aligned, text_encoder_fn
     from xmodal_core import analysis
     from xmodal_core.zeroshot import load_templates, template_robustness
 

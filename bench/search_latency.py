@@ -102,8 +102,8 @@ class Pipelines:
         """Prepare the gallery side as an app would, once: caption index (cascade), image-head
         index (coarse-shared; needs both aligned runs), VGS coarse index and projected image
         tokens for the fine scorer (EfficientNet tokens from the feature cache)."""
-        from trainers.align import load_aligned
-        from trainers.vgs import load_vgs
+        from xmodal_core.models.aligned import load_aligned
+        from xmodal_core.models.vgs import load_vgs
         from xmodal_core.data.features import FeatureCache
         from xmodal_core.registry import get_encoder, get_transcriber
         from xmodal_core.retrieval import VectorIndex

@@ -104,11 +104,11 @@ def manifest_signature(name: str) -> dict[str, Any]:
 
 def _config(kind: str, config: Mapping[str, Any]):
     if kind == "align":
-        from trainers.align import AlignConfig
+        from xmodal_core.models.aligned import AlignConfig
 
         return AlignConfig.from_dict(dict(config))
     if kind == "vgs":
-        from trainers.vgs import VGSConfig
+        from xmodal_core.models.vgs import VGSConfig
 
         return VGSConfig.from_dict(dict(config))
     raise ValueError(f"unknown run kind {kind!r}")
@@ -237,7 +237,7 @@ def _records(dataset: str, towers: tuple[str, str], n: int | None) -> list:
 
 
 def _align_cfg(dataset: str, towers: tuple[str, str], n: int, batch_size: int, loss: str = "cwcl"):
-    from trainers.align import AlignConfig
+    from xmodal_core.models.aligned import AlignConfig
 
     return AlignConfig(dataset=dataset, towers=towers, locked="both", no_head=("text",), head="mlp", loss=loss,
                        batch_size=min(batch_size, n), epochs=1, max_train=n, device="cpu")
@@ -257,7 +257,8 @@ def _one_epoch(cfg, split) -> float:
 def bench_setting(name: str, dataset: str, towers: tuple[str, str], n: int | None, batch_size: int,
                   repeat: int, step_repeat: int) -> dict[str, Any]:
     """Cached vs recomputed epoch and CWCL vs CL step time for one pair of towers."""
-    from trainers.align import PairSplit, build_model, load_split
+    from trainers.align import PairSplit, load_split
+    from xmodal_core.models.aligned import build_model
     from trainers.common import make_optimizer
     from xmodal_core.data.features import FeatureCache
     from xmodal_core.registry import get_encoder

@@ -234,7 +234,7 @@ def test_small_default_model_trains_end_to_end_on_real_data(in_small_home):
 
 @pytest.mark.slow
 def test_fsdd_zeroshot_recomputed_independently_matches(in_small_home):
-    from trainers.align import load_aligned
+    from xmodal_core.models.aligned import load_aligned
     from xmodal_core.data import load_manifest
     from xmodal_core.registry import get_encoder
 
@@ -251,7 +251,7 @@ def test_fsdd_zeroshot_recomputed_independently_matches(in_small_home):
 
 @pytest.mark.slow
 def test_a_home_adopts_the_trained_default_model_without_training(in_small_home, tmp_path, monkeypatch):
-    from trainers.align import load_aligned
+    from xmodal_core.models.aligned import load_aligned
     from xmodal_core import spaces
     from xmodal_core.store import Store
 
@@ -278,7 +278,7 @@ def test_a_home_adopts_the_trained_default_model_without_training(in_small_home,
 
 def test_class_prior_puts_a_real_cat_photo_near_cat_words(chelsea_png):
     """The image head's zero-shot prior: EfficientNet's own ImageNet probabilities x MiniLM class names."""
-    from trainers.align import class_prior
+    from xmodal_core.models.aligned import class_prior
     from xmodal_core.registry import get_encoder
 
     prior = class_prior("efficientnet-lite0", "minilm")
@@ -473,7 +473,7 @@ def test_cwcl_vs_cl_trains_each_loss_per_seed_and_reports_mean_and_spread(in_sma
 
 @pytest.mark.slow
 def test_image_ceiling_measures_head_prior_mix_and_oracle_per_seed(in_small_home):
-    from trainers.align import load_aligned
+    from xmodal_core.models.aligned import load_aligned
     from trainers.experiments import image_ceiling
     from xmodal_core.store import Store
 

@@ -199,3 +199,39 @@ def test_probe_scales_down_for_small_sets_as_documented_and_is_seeded():
 def test_probe_rejects_unpaired_inputs():
     with pytest.raises(InputError, match="paired row by row"):
         retrieval_probe(torch.randn(10, 3), torch.randn(9, 3))
+
+
+# --- ranked lists and positives --------------------------------------------------------------
+
+
+def test_recall_of_ranking_counts_a_short_list_as_all_there_is():
+    from xmodal_core.metrics import recall_of_ranking
+
+    positives = torch.tensor([[False, False, True, False], [True, False, False, False], [False, True, False, False]])
+    ranked = torch.tensor([[3, 2], [1, 3], [1, 1]])  # query 1's positive (0) is not in its list
+    r = recall_of_ranking(ranked, positives, ks=(1, 2, 10))
+    assert r == {"R@1": pytest.approx(1 / 3), "R@2": pytest.approx(2 / 3), "R@10": pytest.approx(2 / 3)}
+
+
+def test_recall_of_ranking_matches_reading_each_list_by_hand():
+    from xmodal_core.metrics import recall_of_ranking
+
+    gen = torch.Generator().manual_seed(3)
+    positives = torch.rand(40, 12, generator=gen) < 0.15
+    ranked = torch.stack([torch.randperm(12, generator=gen)[:7] for _ in range(40)])
+    ks = (1, 3, 5, 20)
+    expected = {f"R@{k}": sum(any(bool(positives[q, j]) for j in ranked[q, :k]) for q in range(40)) / 40 for k in ks}
+    assert recall_of_ranking(ranked, positives, ks) == pytest.approx(expected)
+
+
+def test_group_positives_match_a_brute_force_over_groups_and_own_entries():
+    from xmodal_core.metrics import group_positives
+
+    queries = ["dog", "cat", "dog", "owl", "cat"]
+    entries = [{"dog"}, {"cat", "lion"}, "owl", {"bird"}]
+    own = [0, 1, 0, 3, 2]
+    got = group_positives(queries, entries, own=own)
+    sets = [e if isinstance(e, set) else {e} for e in entries]
+    expected = torch.tensor([[q in s or j == o for j, s in enumerate(sets)] for q, o in zip(queries, own)])
+    assert torch.equal(got, expected)
+    assert got[3].tolist() == [False, False, True, True]  # its group, and its own entry though "bird"

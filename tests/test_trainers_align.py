@@ -8,11 +8,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from trainers.align import (AlignConfig, OfflineContext, PairSplit, build_model, evaluate, gallery,
-                            load_aligned, train)
-from trainers.common import DistInfo, parse_overrides
+from trainers.align import PairSplit, evaluate, gallery, train
+from trainers.common import DistInfo, OfflineContext
 from xmodal_core.errors import InputError
 from xmodal_core.metrics import recall_at_k
+from xmodal_core.models.aligned import AlignConfig, build_model, load_aligned
+from xmodal_core.models.config import parse_overrides
 
 
 def synthetic_pairs(n: int, seed: int, dims=(48, 32), latent: int = 12, noise: float = 0.3,

@@ -57,7 +57,7 @@ def test_queue_only_leaves_a_queued_run_that_cancel_ends(capsys, xmodal_home, co
 
 @pytest.mark.slow
 def test_train_then_runs_then_eval_on_tux_paint(capsys, xmodal_home, config_file):
-    from trainers.align import load_aligned
+    from xmodal_core.models.aligned import load_aligned
     from xmodal_core.data.builders import build_dataset
     from xmodal_core.registry import get_encoder
 

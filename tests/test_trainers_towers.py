@@ -7,7 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from trainers.towers import trainable_tower
+from xmodal_core.models.towers import trainable_tower
 from xmodal_core.registry import get_encoder
 
 pytestmark = pytest.mark.slow
@@ -44,7 +44,8 @@ def test_trainable_copy_matches_the_encoder_and_leaves_it_alone(name, fsdd_dir, 
 
 
 def test_fine_tuning_whisper_trains_saves_and_reloads(xmodal_home, fsdd_dir):
-    from trainers.align import AlignConfig, load_aligned, load_split, train
+    from trainers.align import load_split, train
+    from xmodal_core.models.aligned import AlignConfig, load_aligned
     from trainers.common import DistInfo, OfflineContext
     from xmodal_core.data.manifest import Record, write_manifest
     from xmodal_core.paths import datasets_dir

@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from trainers.common import DistInfo, OfflineContext
-from trainers.vgs import FastVGS, VGSConfig, VGSSplit, load_vgs, positives, train
+from trainers.vgs import VGSSplit, positives, train
+from xmodal_core.models.vgs import FastVGS, VGSConfig, load_vgs
 
 
 def synthetic_vgs(n_images: int, seed: int, captions: int = 2, p: int = 9, di: int = 20, ds: int = 16,

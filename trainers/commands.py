@@ -16,16 +16,8 @@ from typing import Any
 
 from xmodal_core.errors import InputError
 
-CONFIG_CLASSES = {"align": "trainers.align:AlignConfig", "vgs": "trainers.vgs:VGSConfig"}
-
-
-def _config_class(kind: str):
-    import importlib
-
-    if kind not in CONFIG_CLASSES:
-        raise InputError(f"unknown run kind {kind!r}; use one of {', '.join(CONFIG_CLASSES)}")
-    module, _, name = CONFIG_CLASSES[kind].partition(":")
-    return getattr(importlib.import_module(module), name)
+from xmodal_core.models.kinds import KINDS
+from xmodal_core.models.kinds import config_class as _config_class
 
 
 def build_config(path: str | Path | None, overrides: list[str], kind: str | None = None) -> tuple[str, str, dict]:
@@ -33,7 +25,7 @@ def build_config(path: str | Path | None, overrides: list[str], kind: str | None
 
     The file holds the config's settings; optional top-level "kind" (default "align") and
     "name" are taken out first."""
-    from trainers.common import load_config_file, parse_overrides
+    from xmodal_core.models.config import load_config_file, parse_overrides
     from xmodal_core.validate import check_settings
 
     data = load_config_file(path) if path else {}
@@ -120,8 +112,7 @@ def _train_distributed(args) -> int:
     """Under torchrun: rank 0 owns the run in the store; every rank trains."""
     import torch.distributed as dist
 
-    from trainers.align import OfflineContext
-    from trainers.common import broadcast_object, init_distributed
+    from trainers.common import OfflineContext, broadcast_object, init_distributed
     from trainers.run import resolve
     from xmodal_core.runner import execute, run_dir
     from xmodal_core.store import Store
@@ -259,7 +250,7 @@ def add_commands(subparsers) -> None:
     p.add_argument("--config", type=Path, help="JSON config (see trainers/configs/)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a setting, e.g. --set lr=3e-4 --set 'towers=[\"speech\",\"text\"]'")
-    p.add_argument("--kind", choices=sorted(CONFIG_CLASSES), help="run kind (default: the file's, else align)")
+    p.add_argument("--kind", choices=sorted(KINDS), help="run kind (default: the file's, else align)")
     p.add_argument("--name", help="run name (default: the config file name)")
     p.add_argument("--resume", type=int, metavar="RUN", help="continue a failed or cancelled run from its checkpoint")
     p.add_argument("--queue", action="store_true", help="only queue the run for the app's worker")

@@ -153,8 +153,8 @@ class DefaultModelConfig:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "DefaultModelConfig":
-        from trainers.align import AlignConfig
-        from trainers.common import config_from_dict
+        from xmodal_core.models.aligned import AlignConfig
+        from xmodal_core.models.config import config_from_dict
 
         known = {"name", "seed", "speech_data", "image_data", "speech", "image"}
         unknown = sorted(set(data) - known)
@@ -578,7 +578,7 @@ def fsdd_zeroshot(aligned, templates: Sequence[str] | str = ("{}",), records: Se
     "{}"), argmax cosine. Returns top1/top5/n, top-1 per speaker, and top-1 without the dev speaker."""
     import torch
 
-    from trainers.align import text_encoder_fn
+    from xmodal_core.models.aligned import text_encoder_fn
     from xmodal_core.data import load_manifest
     from xmodal_core.data.builders import DIGIT_WORDS
     from xmodal_core.metrics import topk_accuracy
@@ -684,7 +684,7 @@ def speech_latency_ms(speech_aligned, n: int = 30) -> float:
 
 def evaluate_default(speech_run: int, image_run: int, store=None) -> dict[str, dict[str, Any]]:
     """Measure the default model on the targets and store the evaluations with the runs."""
-    from trainers.align import load_aligned
+    from xmodal_core.models.aligned import load_aligned
     from xmodal_core.store import Store
 
     store = store or Store()

@@ -39,7 +39,7 @@ def template_table(aligned, records: Sequence | None = None) -> dict[str, float]
     `general k=48`, and `bare {}`."""
     import torch
 
-    from trainers.align import text_encoder_fn
+    from xmodal_core.models.aligned import text_encoder_fn
     from xmodal_core.data import load_manifest
     from xmodal_core.data.builders import DIGIT_WORDS
     from xmodal_core.zeroshot import load_templates, template_robustness
@@ -63,7 +63,7 @@ def cwcl_vs_cl(epochs: int | None = None, seeds: Sequence[int] = SEEDS, progress
     table holds the mean over seeds (`std` the spread), `per_seed` each run, and the drop from
     k = 10 to k = 1 is given per seed and as mean +- std, so a difference can be told from seed
     noise. Needs the default speech set (built by `ensure_default_model`)."""
-    from trainers.align import load_aligned
+    from xmodal_core.models.aligned import load_aligned
 
     if not seeds:
         raise InputError("cwcl_vs_cl needs at least one seed")
@@ -123,7 +123,7 @@ def lock_table(max_train: int = 1500, epochs: int = 4, batch_size: int = 64, max
                locks: Sequence[str] = LOCKS, progress: Progress | None = None, store=None) -> dict[str, Any]:
     """FSDD zero-shot for each lock setting (CWCL, same subset, steps and seed for all). Fine-tuned
     towers train at `tower_lr` (the recipe's 1e-5), heads at the recipe's lr."""
-    from trainers.align import load_aligned
+    from xmodal_core.models.aligned import load_aligned
 
     base = load_config().speech
     base = replace(base, dataset=subset_set(max_train), epochs=int(epochs), batch_size=int(batch_size),
@@ -144,7 +144,7 @@ def image_ceiling(seeds: Sequence[int] = SEEDS, epochs: int | None = None, progr
     alone, the class prior alone, the recipe's mix, the best fixed mixing weight (picked on that
     same split, so optimistic), and the per-query oracle weight (`metrics.mixture_recall`). Mean
     and spread over seeds, and each seed. Needs the default image set (`ensure_default_model`)."""
-    from trainers.align import load_aligned
+    from xmodal_core.models.aligned import load_aligned
     from trainers.default_model import _features, heldout_tuxpaint, tuxpaint_gallery
     from xmodal_core.data import load_manifest
     from xmodal_core.metrics import mixture_recall

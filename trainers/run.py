@@ -8,34 +8,19 @@ to stop at its next step, keeping its last checkpoint.
 from __future__ import annotations
 
 import argparse
-import importlib
 import signal
 import sys
 from pathlib import Path
 from typing import Sequence
 
-from xmodal_core.errors import InputError
+from xmodal_core.models.kinds import train_function
 from xmodal_core.runner import RunContext, TrainFn, execute, run_dir
 from xmodal_core.store import Run, Store
 
-# kind -> "module:function" taking (run, ctx)
-KINDS = {
-    "align": "trainers.align:train_run",
-    "vgs": "trainers.vgs:train_run",
-}
-
 
 def resolve(kind: str) -> TrainFn:
-    """The training function of a run kind."""
-    target = KINDS.get(kind, kind)
-    module_name, _, fn_name = target.partition(":")
-    if not fn_name:
-        raise InputError(f"unknown run kind {kind!r}; use one of {', '.join(sorted(KINDS))} "
-                         "or 'package.module:function'")
-    try:
-        return getattr(importlib.import_module(module_name), fn_name)
-    except (ImportError, AttributeError) as exc:
-        raise InputError(f"run kind {kind!r}: cannot import {target} ({exc})") from exc
+    """The training function of a run kind (`xmodal_core.models.kinds`)."""
+    return train_function(kind)
 
 
 def _train(run: Run, ctx: RunContext) -> None:

@@ -17,6 +17,8 @@ from xmodal_core.errors import InputError
 
 __all__ = [
     "recall_at_k",
+    "recall_of_ranking",
+    "group_positives",
     "MixtureRecall",
     "mixture_recall",
     "topk_accuracy",
@@ -90,9 +92,48 @@ def recall_at_k(sim, positives, ks: Sequence[int] = (1, 5, 10)) -> dict[str, flo
     kmax = min(max(int(k) for k in ks), n)
     if sim.dtype not in (torch.float32, torch.float64):
         sim = sim.float()
-    top = sim.topk(kmax, dim=1).indices  # (Q, kmax)
-    hit = mask.gather(1, top).cumsum(dim=1) > 0  # (Q, kmax): any positive within the first r+1
-    return {f"R@{k}": float(hit[:, min(int(k), n) - 1].float().mean()) for k in ks}
+    return recall_of_ranking(sim.topk(kmax, dim=1).indices, mask, ks)
+
+
+def recall_of_ranking(ranked, positives: Tensor, ks: Sequence[int] = (1, 5, 10)) -> dict[str, float]:
+    """Recall@k of ranked lists: `ranked` (Q, K) gallery indices, best first (e.g. a reranker's
+    output); `positives` (Q, G) bool. A k above K counts as K (the list is all there is).
+
+    Returns:
+        {"R@k": fraction of queries with a positive among their first min(k, K) entries}.
+    """
+    ranked = _tensor(ranked, "ranked", 2).long()
+    if ranked.shape[1] == 0:
+        raise InputError("ranked lists must hold at least one entry")
+    hit = positives.to(ranked.device).gather(1, ranked).cumsum(dim=1) > 0  # any positive within the first r+1
+    width = ranked.shape[1]
+    return {f"R@{k}": float(hit[:, min(int(k), width) - 1].float().mean()) for k in ks}
+
+
+def group_positives(query_groups: Sequence[Hashable], entry_groups: Sequence[Hashable | Iterable[Hashable]],
+                    own: Sequence[int] | Tensor | None = None) -> Tensor:
+    """Which gallery entries answer which query: (Q, G) bool.
+
+    Args:
+        query_groups: the item (group) each query shows.
+        entry_groups: per gallery entry, the item it shows, or a set of items (an image several
+            records of different items share).
+        own: optional (Q,) index of each query's own entry, a positive whatever its groups.
+
+    Returns:
+        positives[i, j] = query i's group is among entry j's groups, or j == own[i].
+    """
+    by_group: dict[Hashable, list[int]] = {}
+    for j, gs in enumerate(entry_groups):
+        for g in (gs if isinstance(gs, (set, frozenset, list, tuple)) else (gs,)):
+            by_group.setdefault(g, []).append(j)
+    mask = torch.zeros(len(query_groups), len(entry_groups), dtype=torch.bool)
+    for i, g in enumerate(query_groups):
+        mask[i, by_group.get(g, [])] = True
+    if own is not None:
+        own = torch.as_tensor(own, dtype=torch.long)
+        mask[torch.arange(len(own)), own] = True
+    return mask
 
 
 def _first_positive_rank(sim: Tensor, mask: Tensor) -> Tensor:

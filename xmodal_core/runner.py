@@ -43,6 +43,27 @@ class RunFailedError(XmodalError):
     """A run ended as failed; the message carries the last line of its error."""
 
 
+def save_checkpoint_file(path: str | Path, state: Mapping[str, Any]) -> Path:
+    """Write a torch-serialisable `state` to `path` atomically: never a half-written checkpoint."""
+    import torch
+
+    path = Path(path)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    torch.save(dict(state), tmp)
+    os.replace(tmp, path)
+    return path
+
+
+def load_checkpoint_file(path: str | Path, map_location: Any = "cpu") -> dict[str, Any] | None:
+    """The checkpoint at `path`, or None when there is none (a fresh start)."""
+    path = Path(path)
+    if not path.is_file():
+        return None
+    import torch
+
+    return torch.load(path, map_location=map_location, weights_only=False)
+
+
 def run_dir(run_id: int, runs_root: str | Path | None = None) -> Path:
     """The folder of one run: `runs_root/RUN_ID/` (default root `paths.runs_dir()`), created."""
     path = Path(runs_root if runs_root is not None else paths.runs_dir()) / str(int(run_id))
@@ -97,20 +118,12 @@ class RunContext:
 
     def save_checkpoint(self, state: Mapping[str, Any]) -> Artifact:
         """Write `state` (torch-serialisable) to `run_dir/last.pt` atomically, record it."""
-        import torch
-
-        tmp = self.checkpoint_path.with_suffix(".pt.tmp")
-        torch.save(dict(state), tmp)
-        os.replace(tmp, self.checkpoint_path)  # never a half-written last.pt
+        save_checkpoint_file(self.checkpoint_path, state)
         return self.store.add_artifact(self.run_id, "checkpoint", self.checkpoint_path)
 
     def load_checkpoint(self, map_location: Any = "cpu") -> dict[str, Any] | None:
         """The last checkpoint of this run (a resumed run), or None on a fresh start."""
-        if not self.checkpoint_path.is_file():
-            return None
-        import torch
-
-        return torch.load(self.checkpoint_path, map_location=map_location, weights_only=False)
+        return load_checkpoint_file(self.checkpoint_path, map_location)
 
     def add_artifact(self, kind: str, path: str | Path) -> Artifact:
         return self.store.add_artifact(self.run_id, kind, path)

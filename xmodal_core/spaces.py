@@ -261,7 +261,7 @@ def load_run_model(run_id: int | str | Path):
     """`load_aligned(run)` (a run id in this home, or a run folder), loaded once per process and weights."""
     def load():
         try:
-            from trainers.align import load_aligned
+            from xmodal_core.models.aligned import load_aligned
         except ImportError as exc:
             raise InputError(f"the alignment trainer is not available ({exc})") from None
         return load_aligned(run_id)
@@ -301,7 +301,7 @@ def load_vgs_model(run_id: int):
     """`load_vgs(run_id)`, loaded once per process and weights."""
     def load():
         try:
-            from trainers.vgs import load_vgs
+            from xmodal_core.models.vgs import load_vgs
         except ImportError as exc:
             raise InputError(f"the FaST-VGS trainer is not available ({exc})") from None
         return load_vgs(run_id)

@@ -14,9 +14,9 @@ from pathlib import Path
 from typing import Any
 
 from xmodal_core import paths
-from xmodal_core.errors import DatasetError, InputError, StoreError
+from xmodal_core.errors import DatasetError, StoreError
+from xmodal_core.models.kinds import KINDS
 
-CONFIG_CLASSES = {"align": "trainers.align:AlignConfig", "vgs": "trainers.vgs:VGSConfig"}
 ONE_MINUTE = "1-minute demo"
 
 
@@ -61,31 +61,15 @@ PRESETS: dict[str, Preset] = {p.name: p for p in (
 
 
 def config_class(kind: str):
-    """The trainer's config dataclass for a run kind (imported lazily)."""
-    import importlib
+    """The config dataclass of a run kind (`xmodal_core.models.kinds`)."""
+    from xmodal_core.models.kinds import config_class as kind_config_class
 
-    if kind not in CONFIG_CLASSES:
-        raise InputError(f"unknown run kind {kind!r}; use one of {', '.join(CONFIG_CLASSES)}")
-    module, _, name = CONFIG_CLASSES[kind].partition(":")
-    try:
-        return getattr(importlib.import_module(module), name)
-    except (ImportError, AttributeError) as exc:
-        raise InputError(f"the {kind} trainer is not available in this checkout ({exc})") from None
+    return kind_config_class(kind)
 
 
 def available_kinds() -> list[str]:
     """Run kinds whose trainer module exists in this checkout (found without importing it)."""
-    import importlib.util
-
-    out = []
-    for kind, target in CONFIG_CLASSES.items():
-        try:
-            found = importlib.util.find_spec(target.partition(":")[0]) is not None
-        except (ImportError, ValueError):
-            found = False
-        if found:
-            out.append(kind)
-    return out
+    return [name for name, kind in KINDS.items() if kind.trainer_available()]
 
 
 def presets() -> dict[str, Preset]:

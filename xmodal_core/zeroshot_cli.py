@@ -100,7 +100,7 @@ def resolve_templates(spec: str) -> list[str]:
 
 def resolve_model(model: str, modality: str):
     """(title, run id, AlignedModel) for `--model`: "xmodal-default" or a run id."""
-    from trainers.align import load_aligned
+    from xmodal_core.models.aligned import load_aligned
 
     if model in (DEFAULT_MODEL, "default"):
         from trainers.default_model import require_default_model
@@ -129,7 +129,7 @@ def zeroshot_manifest(manifest: str | Path, classes: Sequence[str] | str, templa
     import numpy as np
     import torch
 
-    from trainers.align import text_encoder_fn
+    from xmodal_core.models.aligned import text_encoder_fn
     from xmodal_core.metrics import topk_accuracy
     from xmodal_core.zeroshot import class_embeddings, classify
 
