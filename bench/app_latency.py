@@ -40,6 +40,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench._common import write_result  # noqa: E402
 from bench.training import ensure_dataset, log, shared_space_runs  # noqa: E402
+from xmodal_core.fsio import atomic_path
 
 LINKED = ("models", "datasets")
 
@@ -83,9 +84,8 @@ def keep_gallery_embeddings(home: Path, main_home: Path) -> None:
     dst.mkdir(exist_ok=True)
     for f in src.glob("*.npz"):
         if not f.name.startswith("shared") and not (dst / f.name).exists():
-            tmp = dst / f".{f.name}.tmp"
-            shutil.copy2(f, tmp)
-            tmp.replace(dst / f.name)
+            with atomic_path(dst / f.name) as tmp:
+                shutil.copy2(f, tmp)
 
 
 def register_runs(runs: dict[str, dict]) -> dict[str, int]:

@@ -27,6 +27,7 @@ from typing import Any, Callable, Iterator, Mapping, Sequence
 
 from xmodal_core import paths
 from xmodal_core.errors import StoreError, XmodalError
+from xmodal_core.fsio import atomic_path
 from xmodal_core.store import Artifact, Run, Store
 
 try:  # POSIX advisory locks; elsewhere the single-worker guarantee is per process only
@@ -48,9 +49,8 @@ def save_checkpoint_file(path: str | Path, state: Mapping[str, Any]) -> Path:
     import torch
 
     path = Path(path)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    torch.save(dict(state), tmp)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        torch.save(dict(state), tmp)
     return path
 
 

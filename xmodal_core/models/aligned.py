@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from xmodal_core.errors import InputError, StoreError
+from xmodal_core.fsio import atomic_path, atomic_write_json
 from xmodal_core.models.config import config_from_dict, config_to_dict
 
 MODALITIES = ("speech", "text", "image")
@@ -363,13 +364,8 @@ def text_encoder_fn(model: AlignModel, cfg: AlignConfig, device: torch.device | 
 # =============================================================================== saving and loading
 
 def save_config(run_dir: str | Path, cfg: AlignConfig, embed_dim: int, in_dims: Mapping[str, int | None]) -> Path:
-    path = Path(run_dir) / CONFIG_FILE
-    path.parent.mkdir(parents=True, exist_ok=True)
     data = {"kind": "align", "config": cfg.to_dict(), "embed_dim": embed_dim, "in_dims": dict(in_dims)}
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
-    tmp.replace(path)
-    return path
+    return atomic_write_json(Path(run_dir) / CONFIG_FILE, data)
 
 
 def save_heads(run_dir: str | Path, model: AlignModel) -> Path:
@@ -378,9 +374,8 @@ def save_heads(run_dir: str | Path, model: AlignModel) -> Path:
 
     path = Path(run_dir) / HEADS_FILE
     state = {k: v.detach().float().cpu().contiguous() for k, v in model.state_dict().items()}
-    tmp = path.with_suffix(".tmp")
-    save_file(state, str(tmp), metadata={"format": "xmodal-align-v1"})
-    tmp.replace(path)
+    with atomic_path(path) as tmp:
+        save_file(state, str(tmp), metadata={"format": "xmodal-align-v1"})
     return path
 
 

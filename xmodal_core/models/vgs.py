@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from xmodal_core.errors import InputError, StoreError
+from xmodal_core.fsio import atomic_path, atomic_write_json
 from xmodal_core.models.aligned import resolve_run_dir
 from xmodal_core.models.config import config_from_dict, config_to_dict
 
@@ -208,23 +209,16 @@ class FastVGS(nn.Module):
 # =============================================================================== saving, loading, retrieval
 
 def save_config(run_dir: str | Path, cfg: VGSConfig, dims: Mapping[str, int]) -> Path:
-    path = Path(run_dir) / CONFIG_FILE
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps({"kind": "vgs", "config": cfg.to_dict(), "dims": dict(dims)}, indent=2) + "\n",
-                   encoding="utf-8")
-    tmp.replace(path)
-    return path
+    return atomic_write_json(Path(run_dir) / CONFIG_FILE, {"kind": "vgs", "config": cfg.to_dict(), "dims": dict(dims)})
 
 
 def save_model(run_dir: str | Path, model: FastVGS) -> Path:
     from safetensors.torch import save_file
 
     path = Path(run_dir) / MODEL_FILE
-    tmp = path.with_suffix(".tmp")
-    save_file({k: v.detach().float().cpu().contiguous() for k, v in model.state_dict().items()}, str(tmp),
-              metadata={"format": "xmodal-vgs-v1"})
-    tmp.replace(path)
+    with atomic_path(path) as tmp:
+        save_file({k: v.detach().float().cpu().contiguous() for k, v in model.state_dict().items()}, str(tmp),
+                  metadata={"format": "xmodal-vgs-v1"})
     return path
 
 
