@@ -40,15 +40,29 @@ def test_ridge_map_recovers_a_linear_map():
 
 @pytest.mark.slow
 def test_cascade_on_real_fsdd_clips(in_small_home):  # noqa: F811
+    from xmodal_core.data import load_manifest
+    from xmodal_core.registry import get_transcriber
+
     out = baselines.fsdd_cascade(limit=10, latency_n=2)
-    assert out["n"] == 10 and 0.0 <= out["top1"] <= 1.0 and out["ms_per_query"] > 0
+    assert out["n"] == 10 and out["ms_per_query"] > 0
     assert all(isinstance(t, str) for _, t in out["examples"])
+    # independently: the same 10 evenly spread clips, transcribed here, mapped to digits, counted by hand
+    records = [r for r in load_manifest("fsdd") if r.audio]
+    records = records[:: max(1, len(records) // 10)][:10]
+    asr = get_transcriber()
+    said = [baselines.transcript_to_digit(asr.transcribe([r.audio])[0]) for r in records]
+    hits = [s == r.label for s, r in zip(said, records)]
+    assert out["top1"] == pytest.approx(sum(hits) / len(hits))
+    for speaker in {r.speaker for r in records}:
+        mine = [h for h, r in zip(hits, records) if r.speaker == speaker]
+        assert out[f"top1_{speaker.split(':')[-1]}"] == pytest.approx(sum(mine) / len(mine))
 
 
 @pytest.mark.slow
 def test_asif_and_ridge_baselines_on_real_data(in_small_home):  # noqa: F811
     speech = baselines.fsdd_asif(n_anchors=100, limit=40, latency_n=2)
-    assert speech["n"] == 40 and speech["anchors"] == 100 and 0.0 <= speech["top1"] <= 1.0
+    assert speech["n"] == 40 and speech["anchors"] == 100
+    assert speech["top1"] >= 0.2, speech  # 10 digits: chance is 0.1
     asif = baselines.tuxpaint_asif()
     ridge = baselines.tuxpaint_ridge()
     for r in (asif, ridge):

@@ -435,10 +435,10 @@ def test_a_machine_without_fsdd_still_trains_the_model_and_says_what_was_not_mea
     from xmodal_core.data import builders
 
     monkeypatch.setattr(builders, "default_fsdd_dir", lambda: tmp_path / "no-fsdd-here")
-    monkeypatch.setattr(dm, "SOURCE_SETS", ("fsdd",))
+    monkeypatch.setattr(dm.sources, "SOURCE_SETS", ("fsdd",))
     missing = dm.build_sources()
     assert list(missing) == ["fsdd"] and "FSDD recordings not found" in missing["fsdd"]
-    monkeypatch.setattr(dm, "EVALUATION_ONLY", ())
+    monkeypatch.setattr(dm.sources, "EVALUATION_ONLY", ())
     with pytest.raises(dm.DatasetError, match="FSDD recordings not found"):
         dm.build_sources()  # a set the model trains on is never skipped
     model = dm.DefaultModel(name="x", config_digest="d", speech_run=1, image_run=2, speech_dir="a", image_dir="b",

@@ -78,7 +78,7 @@ def test_gallery_names_cannot_be_paths(xmodal_home, name):
 
 
 def test_cli_search_refuses_a_path_as_gallery(xmodal_home):
-    from xmodal_core.zeroshot_cli import search_query
+    from xmodal_core.cli.search import search_query
 
     with pytest.raises(InputError, match="not a valid gallery name"):
         search_query(text="a frog", gallery="/etc/passwd")

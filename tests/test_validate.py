@@ -132,7 +132,7 @@ def test_a_manifest_inside_the_home_is_accepted(xmodal_home, tmp_path):
 
 
 def test_transcribe_max_seconds_must_be_positive(capsys):
-    from xmodal_core import cli
+    from xmodal_core.cli import towers as cli
 
     args = argparse.Namespace(max_seconds=-1.0, files=["x.wav"], model="whisper-tiny.en", json=False)
     with pytest.raises(InputError, match="--max-seconds must be between 0.1"):

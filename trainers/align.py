@@ -20,8 +20,16 @@ from torch import Tensor
 from trainers.common import DistInfo, init_distributed, seed_everything, to_device
 from trainers.loop import Recipe, TrainResult, train_loop
 from xmodal_core.errors import DatasetError
-from xmodal_core.models.aligned import (CONFIG_FILE, AlignConfig, AlignModel, build_model, load_aligned,
-                                        save_config, save_heads, text_encoder_fn)
+from xmodal_core.models.aligned import (
+    CONFIG_FILE,
+    AlignConfig,
+    AlignModel,
+    build_model,
+    load_aligned,
+    save_config,
+    save_heads,
+    text_encoder_fn,
+)
 
 # =============================================================================== data
 
@@ -126,15 +134,12 @@ def retrieval_metrics(emb: Mapping[str, Tensor], split: PairSplit, towers: Seque
                       ks: Sequence[int] = (1, 5, 10)) -> dict[str, float]:
     """R@k in both directions: "{query}2{gallery}_r@{k}" (queries: every record; gallery:
     distinct views of the other modality; a hit is any view of the same item) and `r_mean`."""
-    from xmodal_core.metrics import recall_at_k
+    from xmodal_core import evaluate
 
     out: dict[str, float] = {}
     for q, g in (tuple(towers), tuple(towers)[::-1]):
         rows, positives = gallery(split.keys[g], split.groups)
-        sim = emb[q] @ emb[g][rows].T  # (N, G)
-        recalls = recall_at_k(sim, positives, ks)
-        for k in ks:
-            out[f"{q}2{g}_r@{k}"] = float(recalls[f"R@{k}"])
+        out.update(evaluate.retrieval(emb[q], emb[g][rows], positives, ks).metrics(f"{q}2{g}_"))
     out["r_mean"] = float(np.mean([v for v in out.values()]))
     return out
 
@@ -143,8 +148,8 @@ def zeroshot_metrics(model: AlignModel, emb: Mapping[str, Tensor], split: PairSp
                      encode_text: Callable[[list[str]], Tensor] | None) -> dict[str, float]:
     """Zero-shot top-1/top-5 of the non-text tower over the split's label set, with class
     embeddings from `cfg.templates` through the text tower. {} when it does not apply."""
-    from xmodal_core.metrics import topk_accuracy
-    from xmodal_core.zeroshot import class_embeddings, classify, load_templates
+    from xmodal_core import evaluate
+    from xmodal_core.zeroshot import class_embeddings, load_templates
 
     if "text" not in cfg.towers or encode_text is None:
         return {}
@@ -163,10 +168,9 @@ def zeroshot_metrics(model: AlignModel, emb: Mapping[str, Tensor], split: PairSp
         if frozen_text:
             cache.clear()
             cache[key] = class_emb
-    logits = classify(emb[query][rows], class_emb.to(emb[query].dtype))
-    targets = torch.tensor([classes.index(split.labels[i]) for i in rows])
-    acc = topk_accuracy(logits, targets, ks=(1, 5))
-    return {"zeroshot_top1": float(acc["top1"]), "zeroshot_top5": float(acc["top5"])}
+    result = evaluate.zeroshot(emb[query][rows], [split.labels[i] for i in rows], classes,
+                               class_emb=class_emb.to(emb[query].dtype))
+    return {"zeroshot_top1": result.top1, "zeroshot_top5": result.top5}
 
 
 @torch.no_grad()

@@ -22,7 +22,7 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-from trainers.default_model import build_sources, heldout_tuxpaint, load_config, per_speaker_top1, tuxpaint_gallery
+from trainers.default_model import build_sources, heldout_tuxpaint, load_config, speaker_top1, tuxpaint_gallery
 from xmodal_core.errors import DatasetError
 
 DIGITS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
@@ -44,8 +44,10 @@ def _fsdd(limit: int | None = None) -> list:
 
 
 def _accuracy(records: Sequence, predicted: Sequence[str]) -> dict[str, Any]:
-    correct = np.array([p == r.label for r, p in zip(records, predicted)])
-    return {"top1": float(correct.mean()), "n": len(records), **per_speaker_top1(correct, records)}
+    from xmodal_core.evaluate import classification
+
+    result = classification(predicted, [r.label for r in records], DIGITS, groups=[r.speaker or "" for r in records])
+    return {"top1": result.top1, "n": result.n, **speaker_top1(result)}
 
 
 def transcript_to_digit(transcript: str, digit_emb: np.ndarray | None = None) -> str:
@@ -158,10 +160,9 @@ def _heldout_features() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
 
 
 def _recalls(sim: torch.Tensor, positives: torch.Tensor) -> dict[str, float]:
-    from xmodal_core.metrics import recall_at_k
+    from xmodal_core.evaluate import recall
 
-    r = recall_at_k(sim, positives, (1, 5, 10))
-    return {f"r@{k}": float(r[f"R@{k}"]) for k in (1, 5, 10)}
+    return recall(sim, positives, (1, 5, 10)).metrics()
 
 
 def tuxpaint_asif(k: int = 90, p: float = 8.0) -> dict[str, Any]:

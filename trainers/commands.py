@@ -1,5 +1,5 @@
-"""`xmodal train`, `xmodal runs`, `xmodal eval`, `xmodal cancel`, `xmodal worker` (and, from
-`xmodal_core.zeroshot_cli`, `xmodal zeroshot`, `xmodal search`, `xmodal default-model`).
+"""`xmodal train`, `xmodal runs`, `xmodal eval`, `xmodal cancel`, `xmodal worker`, registered with the
+`xmodal` command by name (`xmodal_core.cli.COMMAND_MODULES`).
 
 `train` runs in the foreground with a progress bar (or, with `--queue`, leaves the run for
 the app's worker); every run, its metrics and evaluations land in the run store.
@@ -243,9 +243,6 @@ def cmd_worker(args) -> int:
 
 
 def add_commands(subparsers) -> None:
-    from xmodal_core.zeroshot_cli import add_commands as add_default_model_commands
-
-    add_default_model_commands(subparsers)  # zeroshot, search, default-model
     p = subparsers.add_parser("train", help="train an alignment (or FaST-VGS) model; prints the run id")
     p.add_argument("--config", type=Path, help="JSON config (see trainers/configs/)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",

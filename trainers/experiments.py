@@ -26,7 +26,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from trainers.default_model import (Progress, embed_records, fsdd_zeroshot, load_config, train_align_run)
+from trainers.default_model import (Progress, embed_records, fsdd_records, fsdd_zeroshot, load_config, train_align_run)
 from xmodal_core.errors import DatasetError, InputError
 
 TEMPLATE_SETTINGS = (("simple", (1, 5, 10)), ("general", (48,)))
@@ -37,21 +37,18 @@ SEEDS = (0, 1, 2, 3, 4)
 def template_table(aligned, records: Sequence | None = None) -> dict[str, float]:
     """FSDD zero-shot top-1 of one run for each template setting: `simple k=1/5/10`,
     `general k=48`, and `bare {}`."""
-    import torch
-
     from xmodal_core.models.aligned import text_encoder_fn
-    from xmodal_core.data import load_manifest
     from xmodal_core.data.builders import DIGIT_WORDS
-    from xmodal_core.zeroshot import load_templates, template_robustness
+    from xmodal_core.evaluate import template_curve
 
-    records = list(records) if records is not None else [r for r in load_manifest("fsdd") if r.audio]
+    records = fsdd_records(records)
     emb = embed_records(aligned, records, "speech")
-    labels = torch.tensor([DIGIT_WORDS.index(r.label) for r in records])
+    labels = [r.label for r in records]
     encode = text_encoder_fn(aligned.model, aligned.config)
     out: dict[str, float] = {}
     for name, ks in TEMPLATE_SETTINGS:
-        table = template_robustness(emb, labels, DIGIT_WORDS, load_templates(name), encode, ks=ks)
-        out.update({f"{name} k={k}": float(v["top1"]) for k, v in table.items()})
+        curve = template_curve(emb, labels, DIGIT_WORDS, name, encode, ks=ks)
+        out.update({f"{name} k={k}": top1 for k, top1 in zip(curve.ks, curve.top1)})
     out["bare {}"] = float(fsdd_zeroshot(aligned, ("{}",), records)["top1"])
     return out
 
@@ -144,8 +141,8 @@ def image_ceiling(seeds: Sequence[int] = SEEDS, epochs: int | None = None, progr
     alone, the class prior alone, the recipe's mix, the best fixed mixing weight (picked on that
     same split, so optimistic), and the per-query oracle weight (`metrics.mixture_recall`). Mean
     and spread over seeds, and each seed. Needs the default image set (`ensure_default_model`)."""
+    from trainers.default_model import cached_features, heldout_tuxpaint, tuxpaint_gallery
     from xmodal_core.models.aligned import load_aligned
-    from trainers.default_model import _features, heldout_tuxpaint, tuxpaint_gallery
     from xmodal_core.data import load_manifest
     from xmodal_core.metrics import mixture_recall
 
@@ -164,7 +161,7 @@ def image_ceiling(seeds: Sequence[int] = SEEDS, epochs: int | None = None, progr
     galleries = {}
     for split, records in splits.items():
         images, captions, positives = tuxpaint_gallery(records)
-        galleries[split] = (captions, positives, _features(base.encoders["image"], images, "image"))
+        galleries[split] = (captions, positives, cached_features(base.encoders["image"], images, "image"))
     weights = sorted({*np.round(np.linspace(0, 1, 21), 2).tolist(), recipe_w})
     rows = ("head alone", "prior alone", "recipe mix", "best fixed weight", "per-query oracle")
     per_seed: list[dict[str, Any]] = []

@@ -322,7 +322,8 @@ def zero_shot_curves(set_name: str, models: Sequence[str], templates: Sequence[s
     import torch
 
     from xmodal_core import spaces
-    from xmodal_core.zeroshot import parse_templates, template_robustness
+    from xmodal_core.evaluate import template_curve
+    from xmodal_core.zeroshot import parse_templates
 
     spec = get_set(set_name)
     if spec.zero_shot is None:
@@ -349,10 +350,9 @@ def zero_shot_curves(set_name: str, models: Sequence[str], templates: Sequence[s
             recs = [Record(id=f"t{i}", text=t) for i, t in enumerate(texts)]
             return embed_records(_model if _model.startswith("run:") else "cascade", "text", recs)
 
-        result = template_robustness(emb, labels, names, templates, encode_text, ks=range(1, len(templates) + 1))
-        ks = sorted(result)
+        curve = template_curve(emb, labels, names, templates, encode_text)
         loss = runs[model].loss if model in runs else ("untrained" if model in ("cascade", "pretrained") else "in use")
-        out.append(ZeroShotCurve(model, model_title(model), loss, ks, [result[k]["top1"] for k in ks]))
+        out.append(ZeroShotCurve(model, model_title(model), loss, curve.ks, curve.top1))
     if progress is not None:
         progress(len(models), len(models))
     return out

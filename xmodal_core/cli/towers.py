@@ -1,30 +1,10 @@
-"""The `xmodal` command (also `python -m xmodal_core.cli`).
-
-Each area adds its subcommands through an `add_commands(subparsers)` function in its
-own module; this file wires them together and turns errors into one clear line.
-"""
+"""`xmodal models`, `xmodal transcribe`, `xmodal embed`: the frozen towers from a shell."""
 from __future__ import annotations
 
-import argparse
-import importlib
-import json
-import sys
 from pathlib import Path
-from typing import Sequence
 
-from xmodal_core.errors import InputError, XmodalError
-
-# Modules that contribute subcommands (each defines add_commands(subparsers)).
-COMMAND_MODULES = (
-    "xmodal_core.data.commands",
-    "xmodal_core.labels",
-    "trainers.commands",
-)
-
-
-def _print_json(obj) -> None:
-    json.dump(obj, sys.stdout, indent=2, ensure_ascii=False)
-    sys.stdout.write("\n")
+from xmodal_core.cli.common import item_bar, print_json
+from xmodal_core.errors import InputError
 
 
 def cmd_models(args) -> int:
@@ -32,7 +12,7 @@ def cmd_models(args) -> int:
 
     statuses = list_models(load=not args.no_load)
     if args.json:
-        _print_json([status_dict(s) for s in statuses])
+        print_json([status_dict(s) for s in statuses])
         return 0
     print(f"{'name':<20} {'modality':<8} {'dim':>5}  {'offline':<8} source / detail")
     for s in statuses:
@@ -41,12 +21,6 @@ def cmd_models(args) -> int:
         if not s.available and not args.no_load:
             print(f"{'':<45} {s.detail}")
     return 0 if args.no_load or all(s.available for s in statuses) else 1
-
-
-def _progress_bar(total: int, desc: str, quiet: bool):
-    from tqdm import tqdm
-
-    return tqdm(total=total, desc=desc, unit="item", disable=quiet or total < 2, file=sys.stderr)
 
 
 def cmd_transcribe(args) -> int:
@@ -58,13 +32,13 @@ def cmd_transcribe(args) -> int:
     audios = [load_audio(f, max_seconds=max_seconds) for f in args.files]
     transcriber = get_transcriber(args.model)
     results = []
-    with _progress_bar(len(audios), "transcribing", args.json) as bar:
+    with item_bar(len(audios), "transcribing", args.json) as bar:
         for audio in audios:
             results.append({"file": audio.source, "duration_s": round(audio.duration, 3),
                             "text": transcriber.transcribe([audio])[0]})
             bar.update(1)
     if args.json:
-        _print_json(results)
+        print_json(results)
     else:
         for r in results:
             print(f"{r['file']}\t{r['text']}")
@@ -93,10 +67,10 @@ def cmd_embed(args) -> int:
 
             items = [load_image(f) for f in args.files]
         labels = [str(f) for f in args.files]
-    with _progress_bar(len(items), "embedding", args.json) as bar:
+    with item_bar(len(items), "embedding", args.json) as bar:
         vectors = encoder.encode(items, progress=lambda done, total: bar.update(done - bar.n))
     if args.json:
-        _print_json({"model": encoder.name, "dim": encoder.dim,
+        print_json({"model": encoder.name, "dim": encoder.dim,
                      "items": [{"input": label, "embedding": [round(float(x), 6) for x in vec]}
                                for label, vec in zip(labels, vectors)]})
     else:
@@ -106,64 +80,22 @@ def cmd_embed(args) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="xmodal", description="Align speech, images and text in one embedding space.")
-    parser.add_argument("--debug", action="store_true", help="show full tracebacks")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    sub.required = True
-
-    p = sub.add_parser("models", help="list the registered models and whether they load offline here")
+def add_commands(subparsers) -> None:
+    p = subparsers.add_parser("models", help="list the registered models and whether they load offline here")
     p.add_argument("--json", action="store_true")
     p.add_argument("--no-load", action="store_true", help="do not load the weights, only list")
     p.set_defaults(func=cmd_models)
 
-    p = sub.add_parser("transcribe", help="speech to text with Whisper (greedy decoding)")
+    p = subparsers.add_parser("transcribe", help="speech to text with Whisper (greedy decoding)")
     p.add_argument("files", nargs="+", type=Path)
     p.add_argument("--model", default="whisper-tiny.en")
     p.add_argument("--max-seconds", type=float, default=30.0, help="longest accepted clip (default 30)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_transcribe)
 
-    p = sub.add_parser("embed", help="embed texts, audio or image files with one tower")
+    p = subparsers.add_parser("embed", help="embed texts, audio or image files with one tower")
     p.add_argument("--model", required=True, help="minilm, whisper-tiny.en, efficientnet-lite0, open_clip:..., a folder")
     p.add_argument("--text", nargs="+", help="texts to embed")
     p.add_argument("files", nargs="*", type=Path, help="audio or image files")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_embed)
-
-    groups: dict = {}
-    for module_name in COMMAND_MODULES:
-        added = importlib.import_module(module_name).add_commands(sub)
-        groups.update(added or {})
-    if "data" in groups:  # `xmodal data export-labels NAME`, as well as the top-level alias
-        from xmodal_core.labels import add_commands as add_label_commands
-
-        add_label_commands(groups["data"])
-    return parser
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    try:
-        return int(args.func(args) or 0)
-    except XmodalError as exc:
-        if args.debug:
-            raise
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
-    except BrokenPipeError:
-        return 0
-    except Exception as exc:  # never a bare traceback for a person; --debug shows it
-        if args.debug:
-            raise
-        print(f"error: unexpected {type(exc).__name__}: {exc} (rerun with --debug for the traceback "
-              "and please report it)", file=sys.stderr)
-        return 1
-
-
-if __name__ == "__main__":
-    sys.exit(main())

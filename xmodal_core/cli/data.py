@@ -1,38 +1,13 @@
 """`xmodal data build|list|speak` and `xmodal features extract`: thin wrappers over xmodal_core.data.
 
-Handlers raise `XmodalError` subclasses on bad input; `xmodal_core.cli` prints them and exits 2.
+Handlers raise `XmodalError` subclasses on bad input; `xmodal_core.cli.main` prints them and exits 2.
 """
 from __future__ import annotations
 
 import argparse
-import json
-import sys
-from contextlib import contextmanager
 from pathlib import Path
 
-
-def _print_json(obj) -> None:
-    json.dump(obj, sys.stdout, indent=2, ensure_ascii=False)
-    sys.stdout.write("\n")
-
-
-@contextmanager
-def _bar(desc: str, quiet: bool = False):
-    """A tqdm bar driven by progress(done, total) callbacks."""
-    from tqdm import tqdm
-
-    bar = tqdm(total=0, desc=desc, unit="item", file=sys.stderr, disable=quiet, dynamic_ncols=True)
-
-    def progress(done: int, total: int) -> None:
-        if bar.total != total:
-            bar.reset(total=total)
-        bar.n = done
-        bar.refresh()
-
-    try:
-        yield progress
-    finally:
-        bar.close()
+from xmodal_core.cli.common import callback_bar as _bar, print_json as _print_json
 
 
 def _fractions(text: str | None):
