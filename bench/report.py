@@ -158,62 +158,73 @@ def sec_search(r: Report) -> None:
           "cross-attention scorer, or every image scored by it. Anchors (FaST-VGS on Places, GPU): coarse "
           f"{doc['anchors_fast_vgs_places_ms']['coarse']} ms, fine {doc['anchors_fast_vgs_places_ms']['fine']} ms, "
           f"CTF {doc['anchors_fast_vgs_places_ms']['coarse-to-fine']} ms (CTF/coarse = 2.0).")
-    q = doc["queries"]
     models = ", ".join(f"{k}: `{v['run']}` ({v.get('source', 'bench run')}; {v['trained_on']}"
                        + (f", {v['train_pairs']} pairs)" if v.get("train_pairs") else ")")
                        for k, v in doc["models"].items())
     for g in doc["galleries"]:
-        r.add(f"### Gallery of {g['n_images']:,} real images")
-        rows = []
-        for mode, m in g["modes"].items():
-            lat = m["latency_ms"]
-            rows.append([mode, ms(lat["p50_ms"]), ms(lat["p95_ms"]), fmt(m["R@1"]), fmt(m["R@5"]), fmt(m["R@10"]),
-                         m["n_queries"]])
-        r.add(table(["mode", "p50 ms", "p95 ms", "R@1", "R@5", "R@10", "queries"], rows))
-        ra, t = dict(g["ratios"]), dict(g["targets"])
-        sub = g["fine_subset"]
-        chance = min(1.0, 10 / g["n_images"])
-        ctf_vs_fine = f"{fmt(sub['vgs-ctf']['R@10'])} vs {fmt(sub['vgs-fine']['R@10'])}"
-        if max(sub["vgs-ctf"]["R@10"], sub["vgs-fine"]["R@10"]) <= 2 * chance:
-            # two models at chance "match" trivially: say so instead of claiming the target
-            ctf_vs_fine += f" (both within 2x chance R@10 = {fmt(chance)}: not informative)"
-            t["ctf_R10_at_least_0.99x_fine"] = None
-        r.add(table(["target", "measured", ""], [
-            ["CTF within 1.5x of coarse (p50)", f"CTF/coarse = {ratio(ra['ctf_over_coarse'])}",
-             met(t["ctf_within_1.5x_coarse"])],
-            [f"CTF R@10 ≥ 0.99x fine (same {sub['n_queries']} queries)", ctf_vs_fine,
-             met(t["ctf_R10_at_least_0.99x_fine"])],
-            ["VGS coarse ≥ 5x faster than cascade at ≥ R@10",
-             f"{ratio(ra['cascade_over_vgs_coarse'])}, R@10 {fmt(g['modes']['vgs-coarse']['R@10'])} vs "
-             f"{fmt(g['modes']['cascade']['R@10'])}",
-             met(t["vgs_coarse_5x_faster_than_cascade_at_equal_or_better_R10"])],
-            ["shared-space coarse ≥ 5x faster than cascade at ≥ R@10",
-             f"{ratio(ra['cascade_over_coarse_shared'])}, R@10 {fmt(g['modes']['coarse-shared']['R@10'])} vs "
-             f"{fmt(g['modes']['cascade']['R@10'])}",
-             met(t["shared_coarse_5x_faster_than_cascade_at_equal_or_better_R10"])],
-        ]))
-        n = f"{g['n_images']:,} images"
-        r.target("search", f"CTF ≤ 1.5x coarse ({n})", ratio(ra['ctf_over_coarse']), t["ctf_within_1.5x_coarse"])
-        r.target("search", f"CTF R@10 ≥ 0.99x fine ({n})", ctf_vs_fine, t["ctf_R10_at_least_0.99x_fine"])
-        r.target("search", f"coarse ≥ 5x faster than cascade at ≥ accuracy ({n}; VGS / shared)",
-                 f"{ratio(ra['cascade_over_vgs_coarse'])} / {ratio(ra['cascade_over_coarse_shared'])}",
-                 t["vgs_coarse_5x_faster_than_cascade_at_equal_or_better_R10"]
-                 or t["shared_coarse_5x_faster_than_cascade_at_equal_or_better_R10"])
-        if g.get("ctf_k_coarse_sweep"):
-            sw = g["ctf_k_coarse_sweep"]
-            r.add("CTF as the number of reranked candidates K_c varies (same queries; coarse p50 "
-                  f"{ms(g['modes']['vgs-coarse']['latency_ms']['p50_ms'])} ms, R@10 "
-                  f"{fmt(g['modes']['vgs-coarse']['R@10'])}):")
-            r.add(table(["K_c", "p50 ms", "CTF/coarse", "R@1", "R@10"],
-                        [[kc, ms(v["p50_ms"]), ratio(v["p50_ms"] / g["modes"]["vgs-coarse"]["latency_ms"]["p50_ms"]),
-                          fmt(v["R@1"]), fmt(v["R@10"])] for kc, v in sw.items()]))
-        stages = "; ".join(f"{mode}: " + ", ".join(f"{k} {ms(v)}" for k, v in m["stages_p50_ms"].items())
-                           for mode, m in g["modes"].items())
-        r.add(f"Stage p50 (ms): {stages}.")
-        r.add(caption(doc, f"queries: {q['set']} split {q['split']}, {q['what']} ({q['n']}); gallery: "
-                           f"{', '.join(f'{k} {v}' for k, v in g['composition'].items())} (all splits, real images); "
-                           f"models: {models}"))
+        _search_gallery(r, doc, g, models)
+    _search_plot(r, doc)
+    if doc.get("synthetic"):
+        _search_synthetic(r, doc)
 
+
+def _search_gallery(r: Report, doc: dict, g: dict, models: str) -> None:
+    """One real gallery's modes table, targets, K_c sweep and stage timings."""
+    q = doc["queries"]
+    r.add(f"### Gallery of {g['n_images']:,} real images")
+    rows = []
+    for mode, m in g["modes"].items():
+        lat = m["latency_ms"]
+        rows.append([mode, ms(lat["p50_ms"]), ms(lat["p95_ms"]), fmt(m["R@1"]), fmt(m["R@5"]), fmt(m["R@10"]),
+                     m["n_queries"]])
+    r.add(table(["mode", "p50 ms", "p95 ms", "R@1", "R@5", "R@10", "queries"], rows))
+    ra, t = dict(g["ratios"]), dict(g["targets"])
+    sub = g["fine_subset"]
+    chance = min(1.0, 10 / g["n_images"])
+    ctf_vs_fine = f"{fmt(sub['vgs-ctf']['R@10'])} vs {fmt(sub['vgs-fine']['R@10'])}"
+    if max(sub["vgs-ctf"]["R@10"], sub["vgs-fine"]["R@10"]) <= 2 * chance:
+        # two models at chance "match" trivially: say so instead of claiming the target
+        ctf_vs_fine += f" (both within 2x chance R@10 = {fmt(chance)}: not informative)"
+        t["ctf_R10_at_least_0.99x_fine"] = None
+    r.add(table(["target", "measured", ""], [
+        ["CTF within 1.5x of coarse (p50)", f"CTF/coarse = {ratio(ra['ctf_over_coarse'])}",
+         met(t["ctf_within_1.5x_coarse"])],
+        [f"CTF R@10 ≥ 0.99x fine (same {sub['n_queries']} queries)", ctf_vs_fine,
+         met(t["ctf_R10_at_least_0.99x_fine"])],
+        ["VGS coarse ≥ 5x faster than cascade at ≥ R@10",
+         f"{ratio(ra['cascade_over_vgs_coarse'])}, R@10 {fmt(g['modes']['vgs-coarse']['R@10'])} vs "
+         f"{fmt(g['modes']['cascade']['R@10'])}",
+         met(t["vgs_coarse_5x_faster_than_cascade_at_equal_or_better_R10"])],
+        ["shared-space coarse ≥ 5x faster than cascade at ≥ R@10",
+         f"{ratio(ra['cascade_over_coarse_shared'])}, R@10 {fmt(g['modes']['coarse-shared']['R@10'])} vs "
+         f"{fmt(g['modes']['cascade']['R@10'])}",
+         met(t["shared_coarse_5x_faster_than_cascade_at_equal_or_better_R10"])],
+    ]))
+    n = f"{g['n_images']:,} images"
+    r.target("search", f"CTF ≤ 1.5x coarse ({n})", ratio(ra['ctf_over_coarse']), t["ctf_within_1.5x_coarse"])
+    r.target("search", f"CTF R@10 ≥ 0.99x fine ({n})", ctf_vs_fine, t["ctf_R10_at_least_0.99x_fine"])
+    r.target("search", f"coarse ≥ 5x faster than cascade at ≥ accuracy ({n}; VGS / shared)",
+             f"{ratio(ra['cascade_over_vgs_coarse'])} / {ratio(ra['cascade_over_coarse_shared'])}",
+             t["vgs_coarse_5x_faster_than_cascade_at_equal_or_better_R10"]
+             or t["shared_coarse_5x_faster_than_cascade_at_equal_or_better_R10"])
+    if g.get("ctf_k_coarse_sweep"):
+        sw = g["ctf_k_coarse_sweep"]
+        r.add("CTF as the number of reranked candidates K_c varies (same queries; coarse p50 "
+              f"{ms(g['modes']['vgs-coarse']['latency_ms']['p50_ms'])} ms, R@10 "
+              f"{fmt(g['modes']['vgs-coarse']['R@10'])}):")
+        r.add(table(["K_c", "p50 ms", "CTF/coarse", "R@1", "R@10"],
+                    [[kc, ms(v["p50_ms"]), ratio(v["p50_ms"] / g["modes"]["vgs-coarse"]["latency_ms"]["p50_ms"]),
+                      fmt(v["R@1"]), fmt(v["R@10"])] for kc, v in sw.items()]))
+    stages = "; ".join(f"{mode}: " + ", ".join(f"{k} {ms(v)}" for k, v in m["stages_p50_ms"].items())
+                       for mode, m in g["modes"].items())
+    r.add(f"Stage p50 (ms): {stages}.")
+    r.add(caption(doc, f"queries: {q['set']} split {q['split']}, {q['what']} ({q['n']}); gallery: "
+                       f"{', '.join(f'{k} {v}' for k, v in g['composition'].items())} (all splits, real images); "
+                       f"models: {models}"))
+
+
+def _search_plot(r: Report, doc: dict) -> None:
+    """The p50-latency-per-mode bar chart over every gallery size."""
     def draw(fig):
         ax = fig.add_subplot(111)
         modes = list(doc["galleries"][0]["modes"])
@@ -228,23 +239,26 @@ def sec_search(r: Report) -> None:
         ax.legend()
 
     r.plot("search_latency", draw, "p50 latency per mode and gallery size")
-    if doc.get("synthetic"):
-        r.add("### Index part at larger sizes (synthetic vectors)")
-        rows = []
-        for s in doc["synthetic"]:
-            for kind in ("flat", "hnsw"):
-                k = s[kind]
-                rows.append([f"{s['n']:,}", kind, fmt(k["build_s"]), ms(k["search_p50_ms"]),
-                             fmt(k["recall_at_10_vs_flat"]),
-                             ms(k["composed_ms"]["coarse"]), ms(k["composed_ms"]["coarse-to-fine"]),
-                             ms(s.get("fine_extrapolated_ms")) if kind == "flat" else ""])
-        r.add(table(["vectors", "index", "build s", "search p50 ms", "recall@10 vs flat", "coarse ms",
-                     "CTF ms", "fine ms (extrapolated)"], rows))
-        s0 = doc["synthetic"][0]
-        r.add(caption(doc, f"synthetic cross-modal vectors (d = {s0['dim']}, {s0['n_queries']} queries; "
-                           "bench.index.cross_modal_data), not images; coarse / CTF = measured index latency + the "
-                           "measured per-query speech encoding (+ rerank of 100 candidates) from the first real "
-                           "gallery; fine = encoding + the measured fine cost per pair x N"))
+
+
+def _search_synthetic(r: Report, doc: dict) -> None:
+    """The index-only table at larger sizes (synthetic vectors)."""
+    r.add("### Index part at larger sizes (synthetic vectors)")
+    rows = []
+    for s in doc["synthetic"]:
+        for kind in ("flat", "hnsw"):
+            k = s[kind]
+            rows.append([f"{s['n']:,}", kind, fmt(k["build_s"]), ms(k["search_p50_ms"]),
+                         fmt(k["recall_at_10_vs_flat"]),
+                         ms(k["composed_ms"]["coarse"]), ms(k["composed_ms"]["coarse-to-fine"]),
+                         ms(s.get("fine_extrapolated_ms")) if kind == "flat" else ""])
+    r.add(table(["vectors", "index", "build s", "search p50 ms", "recall@10 vs flat", "coarse ms",
+                 "CTF ms", "fine ms (extrapolated)"], rows))
+    s0 = doc["synthetic"][0]
+    r.add(caption(doc, f"synthetic cross-modal vectors (d = {s0['dim']}, {s0['n_queries']} queries; "
+                       "bench.index.cross_modal_data), not images; coarse / CTF = measured index latency + the "
+                       "measured per-query speech encoding (+ rerank of 100 candidates) from the first real "
+                       "gallery; fine = encoding + the measured fine cost per pair x N"))
 
 
 def sec_encoders(r: Report) -> None:
@@ -479,13 +493,26 @@ def sec_app(r: Report) -> None:
     r.add(caption(doc, f"{mp['set']} split {mp['split']}, {mp['model']}; {mp['measure']}"))
 
 
+FINDINGS_TEMPLATES = ("simple k=1", "simple k=5", "simple k=10", "general k=48")
+
+
 def sec_findings(r: Report) -> None:
     r.add("## The papers' findings, in small")
     doc = r.use("findings", "the papers' findings")
     if not doc:
         return
     s = doc["sections"]
-    templates = ("simple k=1", "simple k=5", "simple k=10", "general k=48")
+    _findings_cwcl(r, doc, s)
+    _findings_lock_location(r, doc, s)
+    _findings_image_ceiling(r, doc, s)
+    _findings_maestro(r, doc, s)
+    _findings_teacher_student(r, doc, s)
+    _findings_vgs(r, doc, s)
+    _findings_domain_gap(r, doc, s)
+
+
+def _findings_cwcl(r: Report, doc: dict, s: dict) -> None:
+    """CWCL vs CL zero-shot top-1 by template count (speech and image)."""
     v = s.get("cwcl_vs_cl", {})
     r.add("### CWCL vs CL: zero-shot top-1 as the template list shrinks")
     if "error" in v or "blocked" in v:
@@ -501,7 +528,7 @@ def sec_findings(r: Report) -> None:
                 notes.append(f"{title}: {why}")
                 continue
             for loss in ("cwcl", "cl"):
-                rows.append([title, loss.upper()] + [fmt(part[loss].get(t)) for t in templates]
+                rows.append([title, loss.upper()] + [fmt(part[loss].get(t)) for t in FINDINGS_TEMPLATES]
                             + [fmt(part[loss].get("bare {}"))])
             drop = {loss: part[loss]["simple k=10"] - part[loss]["simple k=1"] for loss in ("cwcl", "cl")}
             verdict = ("CWCL loses less" if drop["cwcl"] < drop["cl"] else "the same" if drop["cwcl"] == drop["cl"]
@@ -514,7 +541,7 @@ def sec_findings(r: Report) -> None:
                               f"average; CWCL drops less in {part.get('cwcl drops less in', '?')})")
             else:
                 checks.append(f"{title}: CWCL {fmt(drop['cwcl'])}, CL {fmt(drop['cl'])} ({verdict})")
-        r.add(table(["data", "loss", *templates, "bare {}"], rows))
+        r.add(table(["data", "loss", *FINDINGS_TEMPLATES, "bare {}"], rows))
         if checks:
             r.add("Top-1 lost going from 10 simple templates to 1 (k=10 minus k=1; negative = gained): "
                   + "; ".join(checks) + ".")
@@ -525,19 +552,25 @@ def sec_findings(r: Report) -> None:
                 f"images: runs {img.get('runs')} trained on {img.get('trained_on')}"]
         r.add(caption(doc, "; ".join(x for x in data if x), section=v))
 
+
+def _findings_lock_location(r: Report, doc: dict, s: dict) -> None:
+    """Which tower to lock (speech-text)."""
     v = s.get("lock_location", {})
     r.add("### Lock location (speech-text): which tower keeps its pretrained weights")
     if any(k in v for k in ("error", "blocked", "skipped")):
         r.add(f"*Not measured: {v.get('error') or v.get('blocked') or v.get('skipped')}.*")
     elif v:
-        rows = [[lock, fmt(v[lock].get("train_seconds"))] + [fmt(v[lock].get(t)) for t in templates]
+        rows = [[lock, fmt(v[lock].get("train_seconds"))] + [fmt(v[lock].get(t)) for t in FINDINGS_TEMPLATES]
                 + [fmt(v[lock].get("bare {}"))] for lock in ("none", "speech", "text", "both") if lock in v]
-        r.add(table(["locked", "train s", *templates, "bare {}"], rows))
+        r.add(table(["locked", "train s", *FINDINGS_TEMPLATES, "bare {}"], rows))
         best = max((row for row in rows), key=lambda row: float(row[4]) if row[4] != "–" else -1)
         r.add(f"Best at 10 simple templates: locked = {best[0]} (the CWCL paper found locking the text tower best).")
         r.add(caption(doc, f"{v.get('data', '')}; {v.get('train_pairs')} training pairs, {v.get('epochs')} epochs, "
                            f"batch {v.get('batch_size')}", section=v))
 
+
+def _findings_image_ceiling(r: Report, doc: dict, s: dict) -> None:
+    """The default image recipe's parts against a per-query oracle."""
     v = s.get("image_ceiling", {})
     r.add("### How far the default image recipe's parts go: head, class prior, their mix, and an oracle")
     if any(k in v for k in ("error", "blocked", "skipped")):
@@ -563,6 +596,9 @@ def sec_findings(r: Report) -> None:
               f"{len(v['seeds'])} seeds of the image head.")
         r.add(caption(doc, v.get("data", ""), section=v))
 
+
+def _findings_maestro(r: Report, doc: dict, s: dict) -> None:
+    """Modality gap and direct-vs-ASIF retrieval probes, with the t-SNE plot."""
     v = s.get("maestro", {})
     r.add("### Maestro analysis: modality gap and retrieval probes (direct cosine vs ASIF)")
     if "error" in v:
@@ -596,6 +632,9 @@ def sec_findings(r: Report) -> None:
         if tsne:
             r.plot("maestro_tsne", draw, "t-SNE of speech and text embeddings before and after alignment")
 
+
+def _findings_teacher_student(r: Report, doc: dict, s: dict) -> None:
+    """Teacher-student L2: S → T and T → S retrieval."""
     v = s.get("teacher_student", {})
     r.add("### Teacher-student L2: S → T and T → S retrieval")
     if "error" in v:
@@ -611,6 +650,9 @@ def sec_findings(r: Report) -> None:
         r.add(caption(doc, "trained on spoken Tux Paint split train (synthetic voices); evaluated on the splits named "
                            f"in the table; runs {v['runs']}", section=v))
 
+
+def _findings_vgs(r: Report, doc: dict, s: dict) -> None:
+    """FaST-VGS coarse / fine / coarse-to-fine by loss weighting."""
     v = s.get("vgs", {})
     r.add("### FaST-VGS: coarse / fine / coarse-to-fine by loss weighting")
     if "error" in v:
@@ -641,6 +683,9 @@ def sec_findings(r: Report) -> None:
         r.add(caption(doc, f"gallery: {v['gallery']}; trained on {v['trained_on']}; queries as named above",
                       section=v))
 
+
+def _findings_domain_gap(r: Report, doc: dict, s: dict) -> None:
+    """Trained on synthetic speech, evaluated on real speech."""
     v = s.get("domain_gap", {})
     if v and "error" not in v:
         r.add("### Trained on synthetic speech, used on real speech")
@@ -653,7 +698,6 @@ def sec_findings(r: Report) -> None:
                            f"runs {v['runs']}", section=v))
     elif "error" in v:
         r.add(f"*Domain-gap section failed: {v['error']}*")
-
 
 def load_docs(results: Path, quick_only: bool) -> dict[str, dict]:
     """name -> its result: the full one if present (else the quick one). Index sizes measured
