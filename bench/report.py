@@ -158,62 +158,73 @@ def sec_search(r: Report) -> None:
           "cross-attention scorer, or every image scored by it. Anchors (FaST-VGS on Places, GPU): coarse "
           f"{doc['anchors_fast_vgs_places_ms']['coarse']} ms, fine {doc['anchors_fast_vgs_places_ms']['fine']} ms, "
           f"CTF {doc['anchors_fast_vgs_places_ms']['coarse-to-fine']} ms (CTF/coarse = 2.0).")
-    q = doc["queries"]
     models = ", ".join(f"{k}: `{v['run']}` ({v.get('source', 'bench run')}; {v['trained_on']}"
                        + (f", {v['train_pairs']} pairs)" if v.get("train_pairs") else ")")
                        for k, v in doc["models"].items())
     for g in doc["galleries"]:
-        r.add(f"### Gallery of {g['n_images']:,} real images")
-        rows = []
-        for mode, m in g["modes"].items():
-            lat = m["latency_ms"]
-            rows.append([mode, ms(lat["p50_ms"]), ms(lat["p95_ms"]), fmt(m["R@1"]), fmt(m["R@5"]), fmt(m["R@10"]),
-                         m["n_queries"]])
-        r.add(table(["mode", "p50 ms", "p95 ms", "R@1", "R@5", "R@10", "queries"], rows))
-        ra, t = dict(g["ratios"]), dict(g["targets"])
-        sub = g["fine_subset"]
-        chance = min(1.0, 10 / g["n_images"])
-        ctf_vs_fine = f"{fmt(sub['vgs-ctf']['R@10'])} vs {fmt(sub['vgs-fine']['R@10'])}"
-        if max(sub["vgs-ctf"]["R@10"], sub["vgs-fine"]["R@10"]) <= 2 * chance:
-            # two models at chance "match" trivially: say so instead of claiming the target
-            ctf_vs_fine += f" (both within 2x chance R@10 = {fmt(chance)}: not informative)"
-            t["ctf_R10_at_least_0.99x_fine"] = None
-        r.add(table(["target", "measured", ""], [
-            ["CTF within 1.5x of coarse (p50)", f"CTF/coarse = {ratio(ra['ctf_over_coarse'])}",
-             met(t["ctf_within_1.5x_coarse"])],
-            [f"CTF R@10 ≥ 0.99x fine (same {sub['n_queries']} queries)", ctf_vs_fine,
-             met(t["ctf_R10_at_least_0.99x_fine"])],
-            ["VGS coarse ≥ 5x faster than cascade at ≥ R@10",
-             f"{ratio(ra['cascade_over_vgs_coarse'])}, R@10 {fmt(g['modes']['vgs-coarse']['R@10'])} vs "
-             f"{fmt(g['modes']['cascade']['R@10'])}",
-             met(t["vgs_coarse_5x_faster_than_cascade_at_equal_or_better_R10"])],
-            ["shared-space coarse ≥ 5x faster than cascade at ≥ R@10",
-             f"{ratio(ra['cascade_over_coarse_shared'])}, R@10 {fmt(g['modes']['coarse-shared']['R@10'])} vs "
-             f"{fmt(g['modes']['cascade']['R@10'])}",
-             met(t["shared_coarse_5x_faster_than_cascade_at_equal_or_better_R10"])],
-        ]))
-        n = f"{g['n_images']:,} images"
-        r.target("search", f"CTF ≤ 1.5x coarse ({n})", ratio(ra['ctf_over_coarse']), t["ctf_within_1.5x_coarse"])
-        r.target("search", f"CTF R@10 ≥ 0.99x fine ({n})", ctf_vs_fine, t["ctf_R10_at_least_0.99x_fine"])
-        r.target("search", f"coarse ≥ 5x faster than cascade at ≥ accuracy ({n}; VGS / shared)",
-                 f"{ratio(ra['cascade_over_vgs_coarse'])} / {ratio(ra['cascade_over_coarse_shared'])}",
-                 t["vgs_coarse_5x_faster_than_cascade_at_equal_or_better_R10"]
-                 or t["shared_coarse_5x_faster_than_cascade_at_equal_or_better_R10"])
-        if g.get("ctf_k_coarse_sweep"):
-            sw = g["ctf_k_coarse_sweep"]
-            r.add("CTF as the number of reranked candidates K_c varies (same queries; coarse p50 "
-                  f"{ms(g['modes']['vgs-coarse']['latency_ms']['p50_ms'])} ms, R@10 "
-                  f"{fmt(g['modes']['vgs-coarse']['R@10'])}):")
-            r.add(table(["K_c", "p50 ms", "CTF/coarse", "R@1", "R@10"],
-                        [[kc, ms(v["p50_ms"]), ratio(v["p50_ms"] / g["modes"]["vgs-coarse"]["latency_ms"]["p50_ms"]),
-                          fmt(v["R@1"]), fmt(v["R@10"])] for kc, v in sw.items()]))
-        stages = "; ".join(f"{mode}: " + ", ".join(f"{k} {ms(v)}" for k, v in m["stages_p50_ms"].items())
-                           for mode, m in g["modes"].items())
-        r.add(f"Stage p50 (ms): {stages}.")
-        r.add(caption(doc, f"queries: {q['set']} split {q['split']}, {q['what']} ({q['n']}); gallery: "
-                           f"{', '.join(f'{k} {v}' for k, v in g['composition'].items())} (all splits, real images); "
-                           f"models: {models}"))
+        _search_gallery(r, doc, g, models)
+    _search_plot(r, doc)
+    if doc.get("synthetic"):
+        _search_synthetic(r, doc)
 
+
+def _search_gallery(r: Report, doc: dict, g: dict, models: str) -> None:
+    """One real gallery's modes table, targets, K_c sweep and stage timings."""
+    q = doc["queries"]
+    r.add(f"### Gallery of {g['n_images']:,} real images")
+    rows = []
+    for mode, m in g["modes"].items():
+        lat = m["latency_ms"]
+        rows.append([mode, ms(lat["p50_ms"]), ms(lat["p95_ms"]), fmt(m["R@1"]), fmt(m["R@5"]), fmt(m["R@10"]),
+                     m["n_queries"]])
+    r.add(table(["mode", "p50 ms", "p95 ms", "R@1", "R@5", "R@10", "queries"], rows))
+    ra, t = dict(g["ratios"]), dict(g["targets"])
+    sub = g["fine_subset"]
+    chance = min(1.0, 10 / g["n_images"])
+    ctf_vs_fine = f"{fmt(sub['vgs-ctf']['R@10'])} vs {fmt(sub['vgs-fine']['R@10'])}"
+    if max(sub["vgs-ctf"]["R@10"], sub["vgs-fine"]["R@10"]) <= 2 * chance:
+        # two models at chance "match" trivially: say so instead of claiming the target
+        ctf_vs_fine += f" (both within 2x chance R@10 = {fmt(chance)}: not informative)"
+        t["ctf_R10_at_least_0.99x_fine"] = None
+    r.add(table(["target", "measured", ""], [
+        ["CTF within 1.5x of coarse (p50)", f"CTF/coarse = {ratio(ra['ctf_over_coarse'])}",
+         met(t["ctf_within_1.5x_coarse"])],
+        [f"CTF R@10 ≥ 0.99x fine (same {sub['n_queries']} queries)", ctf_vs_fine,
+         met(t["ctf_R10_at_least_0.99x_fine"])],
+        ["VGS coarse ≥ 5x faster than cascade at ≥ R@10",
+         f"{ratio(ra['cascade_over_vgs_coarse'])}, R@10 {fmt(g['modes']['vgs-coarse']['R@10'])} vs "
+         f"{fmt(g['modes']['cascade']['R@10'])}",
+         met(t["vgs_coarse_5x_faster_than_cascade_at_equal_or_better_R10"])],
+        ["shared-space coarse ≥ 5x faster than cascade at ≥ R@10",
+         f"{ratio(ra['cascade_over_coarse_shared'])}, R@10 {fmt(g['modes']['coarse-shared']['R@10'])} vs "
+         f"{fmt(g['modes']['cascade']['R@10'])}",
+         met(t["shared_coarse_5x_faster_than_cascade_at_equal_or_better_R10"])],
+    ]))
+    n = f"{g['n_images']:,} images"
+    r.target("search", f"CTF ≤ 1.5x coarse ({n})", ratio(ra['ctf_over_coarse']), t["ctf_within_1.5x_coarse"])
+    r.target("search", f"CTF R@10 ≥ 0.99x fine ({n})", ctf_vs_fine, t["ctf_R10_at_least_0.99x_fine"])
+    r.target("search", f"coarse ≥ 5x faster than cascade at ≥ accuracy ({n}; VGS / shared)",
+             f"{ratio(ra['cascade_over_vgs_coarse'])} / {ratio(ra['cascade_over_coarse_shared'])}",
+             t["vgs_coarse_5x_faster_than_cascade_at_equal_or_better_R10"]
+             or t["shared_coarse_5x_faster_than_cascade_at_equal_or_better_R10"])
+    if g.get("ctf_k_coarse_sweep"):
+        sw = g["ctf_k_coarse_sweep"]
+        r.add("CTF as the number of reranked candidates K_c varies (same queries; coarse p50 "
+              f"{ms(g['modes']['vgs-coarse']['latency_ms']['p50_ms'])} ms, R@10 "
+              f"{fmt(g['modes']['vgs-coarse']['R@10'])}):")
+        r.add(table(["K_c", "p50 ms", "CTF/coarse", "R@1", "R@10"],
+                    [[kc, ms(v["p50_ms"]), ratio(v["p50_ms"] / g["modes"]["vgs-coarse"]["latency_ms"]["p50_ms"]),
+                      fmt(v["R@1"]), fmt(v["R@10"])] for kc, v in sw.items()]))
+    stages = "; ".join(f"{mode}: " + ", ".join(f"{k} {ms(v)}" for k, v in m["stages_p50_ms"].items())
+                       for mode, m in g["modes"].items())
+    r.add(f"Stage p50 (ms): {stages}.")
+    r.add(caption(doc, f"queries: {q['set']} split {q['split']}, {q['what']} ({q['n']}); gallery: "
+                       f"{', '.join(f'{k} {v}' for k, v in g['composition'].items())} (all splits, real images); "
+                       f"models: {models}"))
+
+
+def _search_plot(r: Report, doc: dict) -> None:
+    """The p50-latency-per-mode bar chart over every gallery size."""
     def draw(fig):
         ax = fig.add_subplot(111)
         modes = list(doc["galleries"][0]["modes"])
@@ -228,23 +239,26 @@ def sec_search(r: Report) -> None:
         ax.legend()
 
     r.plot("search_latency", draw, "p50 latency per mode and gallery size")
-    if doc.get("synthetic"):
-        r.add("### Index part at larger sizes (synthetic vectors)")
-        rows = []
-        for s in doc["synthetic"]:
-            for kind in ("flat", "hnsw"):
-                k = s[kind]
-                rows.append([f"{s['n']:,}", kind, fmt(k["build_s"]), ms(k["search_p50_ms"]),
-                             fmt(k["recall_at_10_vs_flat"]),
-                             ms(k["composed_ms"]["coarse"]), ms(k["composed_ms"]["coarse-to-fine"]),
-                             ms(s.get("fine_extrapolated_ms")) if kind == "flat" else ""])
-        r.add(table(["vectors", "index", "build s", "search p50 ms", "recall@10 vs flat", "coarse ms",
-                     "CTF ms", "fine ms (extrapolated)"], rows))
-        s0 = doc["synthetic"][0]
-        r.add(caption(doc, f"synthetic cross-modal vectors (d = {s0['dim']}, {s0['n_queries']} queries; "
-                           "bench.index.cross_modal_data), not images; coarse / CTF = measured index latency + the "
-                           "measured per-query speech encoding (+ rerank of 100 candidates) from the first real "
-                           "gallery; fine = encoding + the measured fine cost per pair x N"))
+
+
+def _search_synthetic(r: Report, doc: dict) -> None:
+    """The index-only table at larger sizes (synthetic vectors)."""
+    r.add("### Index part at larger sizes (synthetic vectors)")
+    rows = []
+    for s in doc["synthetic"]:
+        for kind in ("flat", "hnsw"):
+            k = s[kind]
+            rows.append([f"{s['n']:,}", kind, fmt(k["build_s"]), ms(k["search_p50_ms"]),
+                         fmt(k["recall_at_10_vs_flat"]),
+                         ms(k["composed_ms"]["coarse"]), ms(k["composed_ms"]["coarse-to-fine"]),
+                         ms(s.get("fine_extrapolated_ms")) if kind == "flat" else ""])
+    r.add(table(["vectors", "index", "build s", "search p50 ms", "recall@10 vs flat", "coarse ms",
+                 "CTF ms", "fine ms (extrapolated)"], rows))
+    s0 = doc["synthetic"][0]
+    r.add(caption(doc, f"synthetic cross-modal vectors (d = {s0['dim']}, {s0['n_queries']} queries; "
+                       "bench.index.cross_modal_data), not images; coarse / CTF = measured index latency + the "
+                       "measured per-query speech encoding (+ rerank of 100 candidates) from the first real "
+                       "gallery; fine = encoding + the measured fine cost per pair x N"))
 
 
 def sec_encoders(r: Report) -> None:
@@ -479,168 +493,206 @@ def sec_app(r: Report) -> None:
     r.add(caption(doc, f"{mp['set']} split {mp['split']}, {mp['model']}; {mp['measure']}"))
 
 
+FINDINGS_TEMPLATES = ("simple k=1", "simple k=5", "simple k=10", "general k=48")
+
+
 def sec_findings(r: Report) -> None:
     r.add("## The papers' findings, in small")
     doc = r.use("findings", "the papers' findings")
     if not doc:
         return
     s = doc["sections"]
-    templates = ("simple k=1", "simple k=5", "simple k=10", "general k=48")
+    _findings_cwcl(r, doc, s)
+    _findings_lock_location(r, doc, s)
+    _findings_image_ceiling(r, doc, s)
+    _findings_maestro(r, doc, s)
+    _findings_teacher_student(r, doc, s)
+    _findings_vgs(r, doc, s)
+    _findings_domain_gap(r, doc, s)
+
+
+def _finding_open(r: Report, v: dict, title: str, *, not_measured: tuple[str, ...] = (),
+                  failed: bool = False) -> bool:
+    """Heads a findings subsection; True when `v` has results to show. A section that holds one of the
+    `not_measured` keys says why it was not measured; with `failed`, one that holds "error" says it failed."""
+    r.add(title)
+    if any(k in v for k in not_measured):
+        why = next((v.get(k) for k in not_measured if v.get(k)), v.get(not_measured[-1]))
+        r.add(f"*Not measured: {why}.*")
+        return False
+    if failed and "error" in v:
+        r.add(f"*Failed: {v['error']}*")
+        return False
+    return bool(v)
+
+
+def _findings_cwcl(r: Report, doc: dict, s: dict) -> None:
+    """CWCL vs CL zero-shot top-1 by template count (speech and image)."""
     v = s.get("cwcl_vs_cl", {})
-    r.add("### CWCL vs CL: zero-shot top-1 as the template list shrinks")
-    if "error" in v or "blocked" in v:
-        r.add(f"*Not measured: {v.get('error') or v.get('blocked')}.*")
-    elif v:
-        rows, notes, checks = [], [], []
-        parts = [("FSDD spoken digits (speech)", v.get("speech_fsdd", {}))]
-        parts += [(row.get("data", name), row) for name, row in v.get("image", {}).items()
-                  if isinstance(row, dict) and isinstance(row.get("cwcl"), dict)]
-        for title, part in parts:
-            if "cwcl" not in part:
-                why = part.get("skipped") or part.get("blocked") or part.get("error") or "not measured"
-                notes.append(f"{title}: {why}")
-                continue
-            for loss in ("cwcl", "cl"):
-                rows.append([title, loss.upper()] + [fmt(part[loss].get(t)) for t in templates]
-                            + [fmt(part[loss].get("bare {}"))])
-            drop = {loss: part[loss]["simple k=10"] - part[loss]["simple k=1"] for loss in ("cwcl", "cl")}
-            verdict = ("CWCL loses less" if drop["cwcl"] < drop["cl"] else "the same" if drop["cwcl"] == drop["cl"]
-                       else "CWCL loses more")
-            spread = part.get("drop k=10 -> k=1 std")
-            if spread:  # several seeds: means, their spread, and how many seeds agree
-                seeds = part.get("seeds", [])
-                checks.append(f"{title} (mean ± std over {len(seeds)} seeds): CWCL {fmt(drop['cwcl'])} ± "
-                              f"{fmt(spread['cwcl'])}, CL {fmt(drop['cl'])} ± {fmt(spread['cl'])} ({verdict} on "
-                              f"average; CWCL drops less in {part.get('cwcl drops less in', '?')})")
-            else:
-                checks.append(f"{title}: CWCL {fmt(drop['cwcl'])}, CL {fmt(drop['cl'])} ({verdict})")
-        r.add(table(["data", "loss", *templates, "bare {}"], rows))
-        if checks:
-            r.add("Top-1 lost going from 10 simple templates to 1 (k=10 minus k=1; negative = gained): "
-                  + "; ".join(checks) + ".")
-        if notes:
-            r.add("*" + "; ".join(notes) + ".*")
-        img = v.get("image", {})
-        data = [v.get("speech_fsdd", {}).get("data"),
-                f"images: runs {img.get('runs')} trained on {img.get('trained_on')}"]
-        r.add(caption(doc, "; ".join(x for x in data if x), section=v))
+    if not _finding_open(r, v, "### CWCL vs CL: zero-shot top-1 as the template list shrinks",
+                         not_measured=("error", "blocked")):
+        return
+    rows, notes, checks = [], [], []
+    parts = [("FSDD spoken digits (speech)", v.get("speech_fsdd", {}))]
+    parts += [(row.get("data", name), row) for name, row in v.get("image", {}).items()
+              if isinstance(row, dict) and isinstance(row.get("cwcl"), dict)]
+    for title, part in parts:
+        if "cwcl" not in part:
+            why = part.get("skipped") or part.get("blocked") or part.get("error") or "not measured"
+            notes.append(f"{title}: {why}")
+            continue
+        for loss in ("cwcl", "cl"):
+            rows.append([title, loss.upper()] + [fmt(part[loss].get(t)) for t in FINDINGS_TEMPLATES]
+                        + [fmt(part[loss].get("bare {}"))])
+        drop = {loss: part[loss]["simple k=10"] - part[loss]["simple k=1"] for loss in ("cwcl", "cl")}
+        verdict = ("CWCL loses less" if drop["cwcl"] < drop["cl"] else "the same" if drop["cwcl"] == drop["cl"]
+                   else "CWCL loses more")
+        spread = part.get("drop k=10 -> k=1 std")
+        if spread:  # several seeds: means, their spread, and how many seeds agree
+            seeds = part.get("seeds", [])
+            checks.append(f"{title} (mean ± std over {len(seeds)} seeds): CWCL {fmt(drop['cwcl'])} ± "
+                          f"{fmt(spread['cwcl'])}, CL {fmt(drop['cl'])} ± {fmt(spread['cl'])} ({verdict} on "
+                          f"average; CWCL drops less in {part.get('cwcl drops less in', '?')})")
+        else:
+            checks.append(f"{title}: CWCL {fmt(drop['cwcl'])}, CL {fmt(drop['cl'])} ({verdict})")
+    r.add(table(["data", "loss", *FINDINGS_TEMPLATES, "bare {}"], rows))
+    if checks:
+        r.add("Top-1 lost going from 10 simple templates to 1 (k=10 minus k=1; negative = gained): "
+              + "; ".join(checks) + ".")
+    if notes:
+        r.add("*" + "; ".join(notes) + ".*")
+    img = v.get("image", {})
+    data = [v.get("speech_fsdd", {}).get("data"),
+            f"images: runs {img.get('runs')} trained on {img.get('trained_on')}"]
+    r.add(caption(doc, "; ".join(x for x in data if x), section=v))
 
+
+def _findings_lock_location(r: Report, doc: dict, s: dict) -> None:
+    """Which tower to lock (speech-text)."""
     v = s.get("lock_location", {})
-    r.add("### Lock location (speech-text): which tower keeps its pretrained weights")
-    if any(k in v for k in ("error", "blocked", "skipped")):
-        r.add(f"*Not measured: {v.get('error') or v.get('blocked') or v.get('skipped')}.*")
-    elif v:
-        rows = [[lock, fmt(v[lock].get("train_seconds"))] + [fmt(v[lock].get(t)) for t in templates]
-                + [fmt(v[lock].get("bare {}"))] for lock in ("none", "speech", "text", "both") if lock in v]
-        r.add(table(["locked", "train s", *templates, "bare {}"], rows))
-        best = max((row for row in rows), key=lambda row: float(row[4]) if row[4] != "–" else -1)
-        r.add(f"Best at 10 simple templates: locked = {best[0]} (the CWCL paper found locking the text tower best).")
-        r.add(caption(doc, f"{v.get('data', '')}; {v.get('train_pairs')} training pairs, {v.get('epochs')} epochs, "
-                           f"batch {v.get('batch_size')}", section=v))
+    if not _finding_open(r, v, "### Lock location (speech-text): which tower keeps its pretrained weights",
+                         not_measured=("error", "blocked", "skipped")):
+        return
+    rows = [[lock, fmt(v[lock].get("train_seconds"))] + [fmt(v[lock].get(t)) for t in FINDINGS_TEMPLATES]
+            + [fmt(v[lock].get("bare {}"))] for lock in ("none", "speech", "text", "both") if lock in v]
+    r.add(table(["locked", "train s", *FINDINGS_TEMPLATES, "bare {}"], rows))
+    best = max((row for row in rows), key=lambda row: float(row[4]) if row[4] != "–" else -1)
+    r.add(f"Best at 10 simple templates: locked = {best[0]} (the CWCL paper found locking the text tower best).")
+    r.add(caption(doc, f"{v.get('data', '')}; {v.get('train_pairs')} training pairs, {v.get('epochs')} epochs, "
+                       f"batch {v.get('batch_size')}", section=v))
 
+
+def _findings_image_ceiling(r: Report, doc: dict, s: dict) -> None:
+    """The default image recipe's parts against a per-query oracle."""
     v = s.get("image_ceiling", {})
-    r.add("### How far the default image recipe's parts go: head, class prior, their mix, and an oracle")
-    if any(k in v for k in ("error", "blocked", "skipped")):
-        r.add(f"*Not measured: {v.get('error') or v.get('blocked') or v.get('skipped')}.*")
-    elif v:
-        rows = []
-        for split, title in (("heldout", "held-out fifth"), ("dev", "dev tenth")):
-            part = v.get(split)
-            if not part:
-                continue
-            for row in v["rows"]:
-                name = (f"{row} (w = {v['recipe_weight']})" if row == "recipe mix" else
-                        f"{row} (w = {', '.join(str(w) for w in part['best weights'])})" if row == "best fixed weight"
-                        else row)
-                rows.append([title, name] + [f"{part[row][k]:.3f} ± {part['std'][row][k]:.3f}"
-                                             for k in ("R@1", "R@5", "R@10")])
-        r.add(table(["split", "image side", "R@1", "R@5", "R@10"], rows))
-        o = v["heldout"]["per-query oracle"]
-        r.add(f"The image embedding is normalize((1 − w) · head + w · prior). \"best fixed weight\" picks w on the "
-              "split it is measured on, and the oracle lets each caption take its own w knowing the answer, so no "
-              "mix of these two parts can score higher than the oracle row: on the held-out fifth it reaches "
-              f"R@1 {fmt(o['R@1'])} / R@10 {fmt(o['R@10'])} against the issue's targets 0.45 / 0.85. Mean ± std over "
-              f"{len(v['seeds'])} seeds of the image head.")
-        r.add(caption(doc, v.get("data", ""), section=v))
+    title = "### How far the default image recipe's parts go: head, class prior, their mix, and an oracle"
+    if not _finding_open(r, v, title, not_measured=("error", "blocked", "skipped")):
+        return
+    rows = []
+    for split, title in (("heldout", "held-out fifth"), ("dev", "dev tenth")):
+        part = v.get(split)
+        if not part:
+            continue
+        for row in v["rows"]:
+            name = (f"{row} (w = {v['recipe_weight']})" if row == "recipe mix" else
+                    f"{row} (w = {', '.join(str(w) for w in part['best weights'])})" if row == "best fixed weight"
+                    else row)
+            rows.append([title, name] + [f"{part[row][k]:.3f} ± {part['std'][row][k]:.3f}"
+                                         for k in ("R@1", "R@5", "R@10")])
+    r.add(table(["split", "image side", "R@1", "R@5", "R@10"], rows))
+    o = v["heldout"]["per-query oracle"]
+    r.add(f"The image embedding is normalize((1 − w) · head + w · prior). \"best fixed weight\" picks w on the "
+          "split it is measured on, and the oracle lets each caption take its own w knowing the answer, so no "
+          "mix of these two parts can score higher than the oracle row: on the held-out fifth it reaches "
+          f"R@1 {fmt(o['R@1'])} / R@10 {fmt(o['R@10'])} against the issue's targets 0.45 / 0.85. Mean ± std over "
+          f"{len(v['seeds'])} seeds of the image head.")
+    r.add(caption(doc, v.get("data", ""), section=v))
 
+
+def _findings_maestro(r: Report, doc: dict, s: dict) -> None:
+    """Modality gap and direct-vs-ASIF retrieval probes, with the t-SNE plot."""
     v = s.get("maestro", {})
-    r.add("### Maestro analysis: modality gap and retrieval probes (direct cosine vs ASIF)")
-    if "error" in v:
-        r.add(f"*Failed: {v['error']}*")
-    elif v:
-        rows = []
-        for name, row in v["sets"].items():
-            for space in ("raw", "aligned"):
-                p = row[space]
-                rows.append([name, f"{space}: {p['towers']}", fmt(p["direct_top1"]), fmt(p["asif_top1"]),
-                             fmt(p["chance"]), fmt(p["modality_gap"]), f"{p['queries']} / {p['anchors']} / {p['k']}"])
-        r.add(table(["pairs", "space", "direct top-1", "ASIF top-1", "chance", "modality gap",
-                     "queries / anchors / k"], rows))
-        r.add("Checks: " + "; ".join(f"{k.replace('_', ' ')}: {met(x)}" for k, x in v["checks"].items()) + ".")
-        r.add(caption(doc, "; ".join(f"{k}: {row['data']}" for k, row in v["sets"].items()) + f"; {v['protocol']}",
-                      section=v))
-        tsne = [(name, row["tsne"]) for name, row in v["sets"].items() if "tsne" in row]
+    title = "### Maestro analysis: modality gap and retrieval probes (direct cosine vs ASIF)"
+    if not _finding_open(r, v, title, failed=True):
+        return
+    rows = []
+    for name, row in v["sets"].items():
+        for space in ("raw", "aligned"):
+            p = row[space]
+            rows.append([name, f"{space}: {p['towers']}", fmt(p["direct_top1"]), fmt(p["asif_top1"]),
+                         fmt(p["chance"]), fmt(p["modality_gap"]), f"{p['queries']} / {p['anchors']} / {p['k']}"])
+    r.add(table(["pairs", "space", "direct top-1", "ASIF top-1", "chance", "modality gap",
+                 "queries / anchors / k"], rows))
+    r.add("Checks: " + "; ".join(f"{k.replace('_', ' ')}: {met(x)}" for k, x in v["checks"].items()) + ".")
+    r.add(caption(doc, "; ".join(f"{k}: {row['data']}" for k, row in v["sets"].items()) + f"; {v['protocol']}",
+                  section=v))
+    tsne = [(name, row["tsne"]) for name, row in v["sets"].items() if "tsne" in row]
 
-        def draw(fig):
-            for i, (name, t) in enumerate(tsne[:1]):
-                for j, when in enumerate(("before", "after")):
-                    ax = fig.add_subplot(1, 2, j + 1)
-                    for mod, color in (("speech", "#dc2626"), ("text", "#2563eb")):
-                        pts = t[when]["points"][mod]
-                        ax.scatter([p[0] for p in pts], [p[1] for p in pts], s=9, c=color, label=mod, alpha=0.7)
-                    ax.set_title(f"{when} alignment ({name})", fontsize=9)
-                    ax.set_xticks([])
-                    ax.set_yticks([])
-                    ax.legend(fontsize=8)
+    def draw(fig):
+        for i, (name, t) in enumerate(tsne[:1]):
+            for j, when in enumerate(("before", "after")):
+                ax = fig.add_subplot(1, 2, j + 1)
+                for mod, color in (("speech", "#dc2626"), ("text", "#2563eb")):
+                    pts = t[when]["points"][mod]
+                    ax.scatter([p[0] for p in pts], [p[1] for p in pts], s=9, c=color, label=mod, alpha=0.7)
+                ax.set_title(f"{when} alignment ({name})", fontsize=9)
+                ax.set_xticks([])
+                ax.set_yticks([])
+                ax.legend(fontsize=8)
 
-        if tsne:
-            r.plot("maestro_tsne", draw, "t-SNE of speech and text embeddings before and after alignment")
+    if tsne:
+        r.plot("maestro_tsne", draw, "t-SNE of speech and text embeddings before and after alignment")
 
+
+def _findings_teacher_student(r: Report, doc: dict, s: dict) -> None:
+    """Teacher-student L2: S → T and T → S retrieval."""
     v = s.get("teacher_student", {})
-    r.add("### Teacher-student L2: S → T and T → S retrieval")
-    if "error" in v:
-        r.add(f"*Failed: {v['error']}*")
-    elif v:
-        rows = []
-        for data, by_loss in v["results"].items():
-            for loss, row in by_loss.items():
-                rows.append([data, loss, fmt(row["S->T"]["R@1"]), fmt(row["S->T"]["R@10"]), fmt(row["T->S"]["R@1"]),
-                             fmt(row["T->S"]["R@10"])])
-        r.add(table(["evaluated on", "loss", "S→T R@1", "S→T R@10", "T→S R@1", "T→S R@10"], rows))
-        r.add(f"Finding: {v['finding']} (the paper found T → S higher).")
-        r.add(caption(doc, "trained on spoken Tux Paint split train (synthetic voices); evaluated on the splits named "
-                           f"in the table; runs {v['runs']}", section=v))
+    if not _finding_open(r, v, "### Teacher-student L2: S → T and T → S retrieval", failed=True):
+        return
+    rows = []
+    for data, by_loss in v["results"].items():
+        for loss, row in by_loss.items():
+            rows.append([data, loss, fmt(row["S->T"]["R@1"]), fmt(row["S->T"]["R@10"]), fmt(row["T->S"]["R@1"]),
+                         fmt(row["T->S"]["R@10"])])
+    r.add(table(["evaluated on", "loss", "S→T R@1", "S→T R@10", "T→S R@1", "T→S R@10"], rows))
+    r.add(f"Finding: {v['finding']} (the paper found T → S higher).")
+    r.add(caption(doc, "trained on spoken Tux Paint split train (synthetic voices); evaluated on the splits named "
+                       f"in the table; runs {v['runs']}", section=v))
 
+
+def _findings_vgs(r: Report, doc: dict, s: dict) -> None:
+    """FaST-VGS coarse / fine / coarse-to-fine by loss weighting."""
     v = s.get("vgs", {})
-    r.add("### FaST-VGS: coarse / fine / coarse-to-fine by loss weighting")
-    if "error" in v:
-        r.add(f"*Failed: {v['error']}*")
-    elif v:
-        for set_name, title in (("human", "speech by people"), ("synthetic_heldout", "held-out synthetic voices")):
-            rows = []
-            for row in v["rows"]:
-                cells_src = row if set_name == "human" else row.get(set_name)
-                if not cells_src:
-                    continue
-                cells = [f"({fmt(row['lambda_c'])}, {fmt(row['lambda_f'])})"]
-                for name in ("coarse", "fine", "coarse-to-fine"):
-                    m = cells_src[name]
-                    cells += [fmt(m["R@1"]), fmt(m["R@10"]), ms(m["ms_per_query_p50"])]
-                rows.append(cells)
-            if rows:
-                r.add(f"Queries: {v['queries'][set_name] if isinstance(v['queries'], dict) else v['queries']} "
-                      f"({title}; fine and its comparison on the first {v.get('fine_queries', 'all')}).")
-                r.add(table(["(λc, λf)", "coarse R@1", "coarse R@10", "coarse ms", "fine R@1", "fine R@10",
-                             "fine ms", "CTF R@1", "CTF R@10", "CTF ms"], rows))
-        vals = [f"({fmt(row['lambda_c'])}, {fmt(row['lambda_f'])}): coarse R@10 "
-                f"{fmt(row['val'].get('s2i_coarse_r@10'))}, "
-                f"CTF R@10 {fmt(row['val'].get('s2i_ctf_r@10'))}" for row in v["rows"] if row.get("val")]
-        if vals:
-            r.add("For scale, each run's own validation (synthetic held-out voices, against that split's few dozen "
-                  "images, epoch picked by it): " + "; ".join(vals) + ".")
-        r.add(caption(doc, f"gallery: {v['gallery']}; trained on {v['trained_on']}; queries as named above",
-                      section=v))
+    if not _finding_open(r, v, "### FaST-VGS: coarse / fine / coarse-to-fine by loss weighting", failed=True):
+        return
+    for set_name, title in (("human", "speech by people"), ("synthetic_heldout", "held-out synthetic voices")):
+        rows = []
+        for row in v["rows"]:
+            cells_src = row if set_name == "human" else row.get(set_name)
+            if not cells_src:
+                continue
+            cells = [f"({fmt(row['lambda_c'])}, {fmt(row['lambda_f'])})"]
+            for name in ("coarse", "fine", "coarse-to-fine"):
+                m = cells_src[name]
+                cells += [fmt(m["R@1"]), fmt(m["R@10"]), ms(m["ms_per_query_p50"])]
+            rows.append(cells)
+        if rows:
+            r.add(f"Queries: {v['queries'][set_name] if isinstance(v['queries'], dict) else v['queries']} "
+                  f"({title}; fine and its comparison on the first {v.get('fine_queries', 'all')}).")
+            r.add(table(["(λc, λf)", "coarse R@1", "coarse R@10", "coarse ms", "fine R@1", "fine R@10",
+                         "fine ms", "CTF R@1", "CTF R@10", "CTF ms"], rows))
+    vals = [f"({fmt(row['lambda_c'])}, {fmt(row['lambda_f'])}): coarse R@10 "
+            f"{fmt(row['val'].get('s2i_coarse_r@10'))}, "
+            f"CTF R@10 {fmt(row['val'].get('s2i_ctf_r@10'))}" for row in v["rows"] if row.get("val")]
+    if vals:
+        r.add("For scale, each run's own validation (synthetic held-out voices, against that split's few dozen "
+              "images, epoch picked by it): " + "; ".join(vals) + ".")
+    r.add(caption(doc, f"gallery: {v['gallery']}; trained on {v['trained_on']}; queries as named above",
+                  section=v))
 
+
+def _findings_domain_gap(r: Report, doc: dict, s: dict) -> None:
+    """Trained on synthetic speech, evaluated on real speech."""
     v = s.get("domain_gap", {})
     if v and "error" not in v:
         r.add("### Trained on synthetic speech, used on real speech")
@@ -653,7 +705,6 @@ def sec_findings(r: Report) -> None:
                            f"runs {v['runs']}", section=v))
     elif "error" in v:
         r.add(f"*Domain-gap section failed: {v['error']}*")
-
 
 def load_docs(results: Path, quick_only: bool) -> dict[str, dict]:
     """name -> its result: the full one if present (else the quick one). Index sizes measured

@@ -254,12 +254,37 @@ def _one_epoch(cfg, split) -> float:
         return time.perf_counter() - t0
 
 
+def _step_times(dataset: str, towers: tuple[str, str], n: int, batch_size: int, split,
+                step_repeat: int) -> dict[str, Any]:
+    """Step time of the same batch through the CL and the CWCL model, interleaved."""
+    from xmodal_core.models.aligned import build_model
+    from trainers.common import make_optimizer
+
+    in_dims = {m: split.in_dim(m) for m in towers}
+    bs = min(batch_size, n)
+    idx = list(range(bs))
+    steps = {}
+    for loss in ("cl", "cwcl"):
+        c = _align_cfg(dataset, towers, n, batch_size, loss)
+        torch.manual_seed(0)
+        model = build_model(c, in_dims).train()
+        opt = make_optimizer(model, lambda _name: c.lr, c.weight_decay, c.betas)
+        anchor_in, other_in = split.view(c.anchor, idx), split.view(c.other, idx)
+
+        def step(model=model, opt=opt, anchor_in=anchor_in, other_in=other_in):
+            loss_value, _ = model(anchor_in, other_in)
+            opt.zero_grad(set_to_none=True)
+            loss_value.backward()
+            opt.step()
+
+        steps[loss.upper()] = step
+    return timeit_interleaved(steps, repeat=step_repeat, warmup=5)
+
+
 def bench_setting(name: str, dataset: str, towers: tuple[str, str], n: int | None, batch_size: int,
                   repeat: int, step_repeat: int) -> dict[str, Any]:
     """Cached vs recomputed epoch and CWCL vs CL step time for one pair of towers."""
     from trainers.align import PairSplit, load_split
-    from xmodal_core.models.aligned import build_model
-    from trainers.common import make_optimizer
     from xmodal_core.data.features import FeatureCache
     from xmodal_core.registry import get_encoder
 
@@ -293,26 +318,8 @@ def bench_setting(name: str, dataset: str, towers: tuple[str, str], n: int | Non
     recompute = recompute_data + recompute_train
     max_diff = float(max((features[m] - split.features[m]).abs().max() for m in towers))
 
-    # step time: the same batch through the CL and the CWCL model, interleaved
-    in_dims = {m: split.in_dim(m) for m in towers}
     bs = min(batch_size, n)
-    idx = list(range(bs))
-    steps = {}
-    for loss in ("cl", "cwcl"):
-        c = _align_cfg(dataset, towers, n, batch_size, loss)
-        torch.manual_seed(0)
-        model = build_model(c, in_dims).train()
-        opt = make_optimizer(model, lambda _name: c.lr, c.weight_decay, c.betas)
-        anchor_in, other_in = split.view(c.anchor, idx), split.view(c.other, idx)
-
-        def step(model=model, opt=opt, anchor_in=anchor_in, other_in=other_in):
-            loss_value, _ = model(anchor_in, other_in)
-            opt.zero_grad(set_to_none=True)
-            loss_value.backward()
-            opt.step()
-
-        steps[loss.upper()] = step
-    step_stats = timeit_interleaved(steps, repeat=step_repeat, warmup=5)
+    step_stats = _step_times(dataset, towers, n, batch_size, split, step_repeat)
     ratio = step_stats["CWCL"]["p50_ms"] / step_stats["CL"]["p50_ms"]
     out = {
         "dataset": dataset, "split": "train", "towers": list(towers), "pairs": n, "batch_size": cfg.batch_size,

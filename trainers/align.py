@@ -8,7 +8,6 @@ module keeps what training needs besides: `PairSplit` (the paired data of one sp
 """
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
@@ -18,7 +17,7 @@ import torch
 from torch import Tensor
 
 from trainers.common import DistInfo, init_distributed, seed_everything, to_device
-from trainers.loop import Recipe, TrainResult, train_loop
+from trainers.loop import Recipe, TrainResult, evaluate_saved_run, train_loop, train_queued_run
 from xmodal_core.errors import DatasetError
 from xmodal_core.models.aligned import (
     CONFIG_FILE,
@@ -232,19 +231,9 @@ def train(cfg: AlignConfig, train_split: PairSplit, val_split: PairSplit | None,
 def evaluate_run(run_dir_or_id: str | int | Path, dataset: str, split: str = "test",
                  limit: int | None = None) -> dict[str, float]:
     """Retrieval (and zero-shot) metrics of a trained run on another data set's split."""
-    aligned = load_aligned(run_dir_or_id)
-    data = load_split(aligned.config, split, dataset=dataset, limit=limit)
-    return evaluate(aligned.model, data, aligned.config, device=aligned.device)
+    return evaluate_saved_run(load_aligned, load_split, evaluate, run_dir_or_id, dataset, split, limit)
 
 
 def train_run(run: Any, ctx: Any) -> None:
     """What the run queue calls for kind "align": build the splits from the run's config, train."""
-    cfg = AlignConfig.from_dict(run.config)
-    info = init_distributed(cfg.device)
-    started = time.monotonic()
-    train_split = load_split(cfg, cfg.train_split, limit=cfg.max_train)
-    val_split = load_split(cfg, cfg.val_split, limit=cfg.max_val)
-    if info.is_main:
-        ctx.log(0, 0.0, {"data_seconds": time.monotonic() - started, "train_pairs": float(len(train_split)),
-                         "val_pairs": float(len(val_split))})
-    train(cfg, train_split, val_split, ctx, info=info)
+    train_queued_run(AlignConfig.from_dict(run.config), ctx, load_split, train, log_data=True)

@@ -20,6 +20,7 @@ betas, grad_clip, amp, best_metric, dataset and val_split, and `to_dict()`.
 from __future__ import annotations
 
 import math
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
@@ -27,8 +28,8 @@ from typing import Any, Callable, Mapping, Sequence
 import torch
 from torch import Tensor, nn
 
-from trainers.common import (DistInfo, any_rank, autocast, epoch_batches, local_share, lr_at, make_optimizer,
-                             mean_over_ranks, restore_rng, rng_states)
+from trainers.common import (DistInfo, any_rank, autocast, epoch_batches, init_distributed, local_share, lr_at,
+                             make_optimizer, mean_over_ranks, restore_rng, rng_states)
 from xmodal_core.errors import InputError
 
 
@@ -214,3 +215,33 @@ def train_loop(cfg: Any, recipe: Recipe, ctx: Any, info: DistInfo, *, dataset_na
     reports and writes.
     """
     return _Loop(cfg, recipe, ctx, info, dataset_name).run()
+
+
+# ------------------------------------------------------------------ entry points both trainers share
+
+def evaluate_saved_run(load_run: Callable[[Any], Any], load_data: Callable[..., Any], evaluate: Callable[..., Any],
+                       run_dir_or_id: Any, dataset: str, split: str, limit: int | None) -> dict[str, float]:
+    """Metrics of a saved run on another data set's split.
+
+    `load_run(run_dir_or_id)` gives an object with `config`, `model` and `device`;
+    `load_data(config, split, dataset=, limit=)` the split; `evaluate(model, data, config, device=)` the metrics.
+    """
+    trained = load_run(run_dir_or_id)
+    data = load_data(trained.config, split, dataset=dataset, limit=limit)
+    return evaluate(trained.model, data, trained.config, device=trained.device)
+
+
+def train_queued_run(cfg: Any, ctx: Any, load_data: Callable[..., Any], train: Callable[..., Any], *,
+                     log_data: bool = False) -> None:
+    """What the run queue calls: `cfg`'s train and val splits through `load_data`, then `train`.
+
+    With `log_data`, rank 0 logs at step 0 how long loading took and the size of each split.
+    """
+    info = init_distributed(cfg.device)
+    started = time.monotonic()
+    train_split = load_data(cfg, cfg.train_split, limit=cfg.max_train)
+    val_split = load_data(cfg, cfg.val_split, limit=cfg.max_val)
+    if log_data and info.is_main:
+        ctx.log(0, 0.0, {"data_seconds": time.monotonic() - started, "train_pairs": float(len(train_split)),
+                         "val_pairs": float(len(val_split))})
+    train(cfg, train_split, val_split, ctx, info=info)

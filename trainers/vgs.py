@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from trainers.common import DistInfo, init_distributed, seed_everything
-from trainers.loop import Recipe, TrainResult, train_loop
+from trainers.loop import Recipe, TrainResult, evaluate_saved_run, train_loop, train_queued_run
 from xmodal_core.errors import DatasetError
 from xmodal_core.models.vgs import CONFIG_FILE, FastVGS, VGSConfig, load_vgs, save_config, save_model
 
@@ -211,15 +211,9 @@ def train(cfg: VGSConfig, train_split: VGSSplit, val_split: VGSSplit | None, ctx
 
 def evaluate_run(run_dir_or_id: str | int | Path, dataset: str, split: str = "test",
                  limit: int | None = None) -> dict[str, float]:
-    retriever = load_vgs(run_dir_or_id)
-    data = load_vgs_split(retriever.config, split, dataset=dataset, limit=limit)
-    return evaluate(retriever.model, data, retriever.config, device=retriever.device)
+    return evaluate_saved_run(load_vgs, load_vgs_split, evaluate, run_dir_or_id, dataset, split, limit)
 
 
 def train_run(run: Any, ctx: Any) -> None:
     """What the run queue calls for kind "vgs"."""
-    cfg = VGSConfig.from_dict(run.config)
-    info = init_distributed(cfg.device)
-    train_split = load_vgs_split(cfg, cfg.train_split, limit=cfg.max_train)
-    val_split = load_vgs_split(cfg, cfg.val_split, limit=cfg.max_val)
-    train(cfg, train_split, val_split, ctx, info=info)
+    train_queued_run(VGSConfig.from_dict(run.config), ctx, load_vgs_split, train)

@@ -17,6 +17,7 @@ import torch
 import torchaudio.functional as AF
 
 from xmodal_core.errors import AudioError
+from xmodal_core.validate import check_media_size
 
 SAMPLE_RATE = 16_000
 MAX_SECONDS = 30.0
@@ -113,20 +114,11 @@ def load_audio(
     elif isinstance(source, (str, Path)):
         path = Path(source)
         label = str(path)
-        if not path.is_file():
-            raise AudioError(f"audio file not found: {path}")
-        size = path.stat().st_size
-        if size == 0:
-            raise AudioError(f"audio file {path} is empty (0 bytes)")
-        if size > max_bytes:
-            raise AudioError(f"audio file {path} is {size / 1e6:.1f} MB; the limit is {max_bytes / 1e6:.0f} MB")
+        check_media_size(path, "audio", max_bytes, AudioError)
         samples, rate = _decode(str(path), label)
     elif isinstance(source, (bytes, bytearray)):
         label = "uploaded bytes"
-        if not source:
-            raise AudioError("audio is empty (0 bytes)")
-        if len(source) > max_bytes:
-            raise AudioError(f"audio is {len(source) / 1e6:.1f} MB; the limit is {max_bytes / 1e6:.0f} MB")
+        check_media_size(source, "audio", max_bytes, AudioError)
         samples, rate = _decode(io.BytesIO(bytes(source)), label)
     elif isinstance(source, tuple) and len(source) == 2:
         label = "recording"

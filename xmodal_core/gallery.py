@@ -398,6 +398,69 @@ def _is_inside(path: Path, root: Path) -> bool:
         return False
 
 
+def _readable_folder(folder: str | Path) -> Path:
+    """`folder` resolved, or an InputError saying why it cannot be scanned."""
+    if not str(folder).strip():
+        raise InputError("no folder given: type the path of a folder of images")
+    root_given = Path(folder).expanduser()
+    if not root_given.exists():
+        raise InputError(f"folder not found: {root_given}")
+    if not root_given.is_dir():
+        raise InputError(f"{root_given} is a file, not a folder: give the folder that holds the images")
+    root = root_given.resolve()
+    if not os.access(root, os.R_OK | os.X_OK):
+        raise InputError(f"folder {root} cannot be read (permission denied)")
+    return root
+
+
+def _regular_file_stat(path: Path, root: Path, skipped: list[Skip]) -> os.stat_result | None:
+    """`path`'s stat when it is a regular file (a link only if it resolves inside `root`); else None, skip noted."""
+    if path.is_symlink():
+        try:
+            target = path.resolve(strict=True)
+        except (OSError, RuntimeError):
+            skipped.append(Skip(str(path), "broken link"))
+            return None
+        if not _is_inside(target, root):
+            skipped.append(Skip(str(path), f"link points outside the folder ({target}): not followed"))
+            return None
+    try:
+        st = path.stat()
+    except OSError as exc:
+        skipped.append(Skip(str(path), f"cannot be read ({exc.strerror})"))
+        return None
+    if not stat.S_ISREG(st.st_mode):
+        skipped.append(Skip(str(path), "not a regular file"))
+        return None
+    return st
+
+
+def _decoded_items(candidates: list[tuple[str, Path, str]], before: dict[str, GalleryItem], root: Path,
+                   skipped: list[Skip], progress: Progress | None) -> list[GalleryItem]:
+    """Gallery items for the candidates: unchanged ones reused, new or changed ones decoded (unreadable: skipped)."""
+    from xmodal_core.images import load_image
+
+    items: list[GalleryItem] = []
+    for n, (item_id, path, fp) in enumerate(candidates, 1):
+        old = before.get(item_id)
+        if old is not None and old.fingerprint == fp:
+            items.append(old)
+        else:
+            try:
+                load_image(path)
+            except ImageError as exc:
+                skipped.append(Skip(str(path), str(exc)))
+                continue
+            except OSError as exc:  # permission denied and the like
+                skipped.append(Skip(str(path), f"cannot be read ({exc})"))
+                continue
+            items.append(GalleryItem(id=item_id, image=str(path), caption=None, label=None,
+                                     dataset=folder_gallery_name(root), source="folder", fingerprint=fp))
+        if progress is not None:
+            progress(n, len(candidates))
+    return items
+
+
 def scan_folder(folder: str | Path, *, previous: Iterable[GalleryItem] = (), max_items: int = MAX_ITEMS,
                 progress: Progress | None = None) -> tuple[list[GalleryItem], list[Skip], int]:
     """The image files under `folder`, checked.
@@ -411,18 +474,9 @@ def scan_folder(folder: str | Path, *, previous: Iterable[GalleryItem] = (), max
     Returns:
         (items sorted by path, skipped files, number of non-image files ignored).
     """
-    from xmodal_core.images import IMAGE_SUFFIXES, load_image
+    from xmodal_core.images import IMAGE_SUFFIXES
 
-    if not str(folder).strip():
-        raise InputError("no folder given: type the path of a folder of images")
-    root_given = Path(folder).expanduser()
-    if not root_given.exists():
-        raise InputError(f"folder not found: {root_given}")
-    if not root_given.is_dir():
-        raise InputError(f"{root_given} is a file, not a folder: give the folder that holds the images")
-    root = root_given.resolve()
-    if not os.access(root, os.R_OK | os.X_OK):
-        raise InputError(f"folder {root} cannot be read (permission denied)")
+    root = _readable_folder(folder)
     before = {it.id: it for it in previous}
     candidates: list[tuple[str, Path, str]] = []  # (id, path, fingerprint)
     skipped: list[Skip] = []
@@ -444,46 +498,15 @@ def scan_folder(folder: str | Path, *, previous: Iterable[GalleryItem] = (), max
             if name.startswith(".") or path.suffix.lower() not in IMAGE_SUFFIXES:
                 ignored += 1
                 continue
-            if path.is_symlink():
-                try:
-                    target = path.resolve(strict=True)
-                except (OSError, RuntimeError):
-                    skipped.append(Skip(str(path), "broken link"))
-                    continue
-                if not _is_inside(target, root):
-                    skipped.append(Skip(str(path), f"link points outside the folder ({target}): not followed"))
-                    continue
-            try:
-                st = path.stat()
-            except OSError as exc:
-                skipped.append(Skip(str(path), f"cannot be read ({exc.strerror})"))
-                continue
-            if not stat.S_ISREG(st.st_mode):
-                skipped.append(Skip(str(path), "not a regular file"))
+            st = _regular_file_stat(path, root, skipped)
+            if st is None:
                 continue
             rel = path.relative_to(root).as_posix()
             candidates.append((f"folder:{rel}", path, _fingerprint(st)))
             if len(candidates) > max_items:
                 raise InputError(f"{root} holds more than {max_items} images; index a smaller folder")
 
-    items: list[GalleryItem] = []
-    for n, (item_id, path, fp) in enumerate(candidates, 1):
-        old = before.get(item_id)
-        if old is not None and old.fingerprint == fp:
-            items.append(old)
-        else:
-            try:
-                load_image(path)
-            except ImageError as exc:
-                skipped.append(Skip(str(path), str(exc)))
-                continue
-            except OSError as exc:  # permission denied and the like
-                skipped.append(Skip(str(path), f"cannot be read ({exc})"))
-                continue
-            items.append(GalleryItem(id=item_id, image=str(path), caption=None, label=None,
-                                     dataset=folder_gallery_name(root), source="folder", fingerprint=fp))
-        if progress is not None:
-            progress(n, len(candidates))
+    items = _decoded_items(candidates, before, root, skipped, progress)
     return items, skipped, ignored
 
 

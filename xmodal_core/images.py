@@ -18,6 +18,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from xmodal_core.errors import ImageError
+from xmodal_core.validate import check_media_size
 
 MAX_PIXELS = 40_000_000  # 40 megapixels: a large phone photo is ~12-50 MP
 MAX_BYTES = 50 * 1024 * 1024
@@ -106,20 +107,11 @@ def load_image(source: Any, *, max_pixels: int = MAX_PIXELS, max_bytes: int = MA
         if isinstance(source, (str, Path)):
             path = Path(source)
             label = str(path)
-            if not path.is_file():
-                raise ImageError(f"image file not found: {path}")
-            size = path.stat().st_size
-            if size == 0:
-                raise ImageError(f"image file {path} is empty (0 bytes)")
-            if size > max_bytes:
-                raise ImageError(f"image file {path} is {size / 1e6:.1f} MB; the limit is {max_bytes / 1e6:.0f} MB")
+            check_media_size(path, "image", max_bytes, ImageError)
             data: Any = str(path)
         elif isinstance(source, (bytes, bytearray)):
             label = "uploaded bytes"
-            if not source:
-                raise ImageError("image is empty (0 bytes)")
-            if len(source) > max_bytes:
-                raise ImageError(f"image is {len(source) / 1e6:.1f} MB; the limit is {max_bytes / 1e6:.0f} MB")
+            check_media_size(source, "image", max_bytes, ImageError)
             data = io.BytesIO(bytes(source))
         else:
             raise ImageError(f"cannot read an image from a {type(source).__name__}; give a file path")

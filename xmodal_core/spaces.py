@@ -16,6 +16,7 @@ it can be used on its own towers (Templates, Explorer) but not mixed with others
 from __future__ import annotations
 
 import hashlib
+import importlib
 import json
 import threading
 from dataclasses import asdict, dataclass
@@ -257,16 +258,22 @@ def _model_key(kind: str, run: int | str | Path, weights: str) -> tuple[str, str
     return kind, str(run_folder(run).resolve()), weights_tag(run, weights)
 
 
-def load_run_model(run_id: int | str | Path):
-    """`load_aligned(run)` (a run id in this home, or a run folder), loaded once per process and weights."""
+def _load_once(kind: str, run_id: int | str | Path, weights: str, module: str, loader: str, what: str):
+    """`module.loader(run_id)`, loaded once per process and weights; InputError naming `what` if it cannot import."""
     def load():
         try:
-            from xmodal_core.models.aligned import load_aligned
-        except ImportError as exc:
-            raise InputError(f"the alignment trainer is not available ({exc})") from None
-        return load_aligned(run_id)
+            load_fn = getattr(importlib.import_module(module), loader)
+        except (ImportError, AttributeError) as exc:
+            raise InputError(f"the {what} is not available ({exc})") from None
+        return load_fn(run_id)
 
-    return _models.get(_model_key("align", run_id, "heads.safetensors"), load)
+    return _models.get(_model_key(kind, run_id, weights), load)
+
+
+def load_run_model(run_id: int | str | Path):
+    """`load_aligned(run)` (a run id in this home, or a run folder), loaded once per process and weights."""
+    return _load_once("align", run_id, "heads.safetensors", "xmodal_core.models.aligned", "load_aligned",
+                      "alignment trainer")
 
 
 def run_embed(run_id: int, modality: str, items: Sequence[Any]) -> np.ndarray:
@@ -299,14 +306,7 @@ def run_embed(run_id: int, modality: str, items: Sequence[Any]) -> np.ndarray:
 
 def load_vgs_model(run_id: int):
     """`load_vgs(run_id)`, loaded once per process and weights."""
-    def load():
-        try:
-            from xmodal_core.models.vgs import load_vgs
-        except ImportError as exc:
-            raise InputError(f"the FaST-VGS trainer is not available ({exc})") from None
-        return load_vgs(run_id)
-
-    return _models.get(_model_key("vgs", run_id, "model.safetensors"), load)
+    return _load_once("vgs", run_id, "model.safetensors", "xmodal_core.models.vgs", "load_vgs", "FaST-VGS trainer")
 
 
 def _tower(modality: str, items: Sequence[Any]) -> np.ndarray:

@@ -188,3 +188,19 @@ def read_text_file(path: str | Path, what: str = "file", *, max_bytes: int = MAX
         return data.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise InputError(f"the {what} {path.name} is not UTF-8 text (byte {exc.start} cannot be decoded)") from None
+
+
+def check_media_size(source: Path | bytes | bytearray, kind: str, max_bytes: int, error: type[Exception]) -> None:
+    """A media file (a `Path`) or byte string that is there, not empty and at most `max_bytes`; else `error`.
+
+    `kind` ("audio", "image") starts the message: "audio file X is empty (0 bytes)", "image is 30.1 MB; ..."."""
+    if isinstance(source, Path):
+        if not source.is_file():
+            raise error(f"{kind} file not found: {source}")
+        size, where = source.stat().st_size, f"{kind} file {source}"
+    else:
+        size, where = len(source), kind
+    if size == 0:
+        raise error(f"{where} is empty (0 bytes)")
+    if size > max_bytes:
+        raise error(f"{where} is {size / 1e6:.1f} MB; the limit is {max_bytes / 1e6:.0f} MB")

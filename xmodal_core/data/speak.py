@@ -66,6 +66,64 @@ def assign_voice_splits(voices: Sequence[Voice], fractions: Sequence[float] = DE
     return out
 
 
+def _texts_to_speak(name: str, limit: int | None) -> list[Record]:
+    """The set's distinct (group, text) records without audio, the first `limit` of them."""
+    records = load_manifest(name)
+    seen: set[tuple[str, str]] = set()
+    sources: list[Record] = []
+    for r in records:
+        if r.text and r.audio is None and (r.group, r.text) not in seen:
+            seen.add((r.group, r.text))
+            sources.append(r)
+    if not sources:
+        raise DatasetError(f"{name} has no text records without audio to speak")
+    if limit is not None:
+        sources = sources[:limit]
+    return sources
+
+
+def _plan_utterances(sources: list[Record], by_split: dict[str, list[Voice]], per_text: int, eval_per_text: int,
+                     seed: int, summary: BuildSummary) -> list[tuple[Record, object]]:
+    """(record, TTS request) pairs: seeded voices from each text's own split; texts with none are skipped."""
+    plan: list[tuple[Record, object]] = []
+    for r in sources:
+        candidates = by_split.get(r.split) or []
+        if not candidates:
+            summary.skip(r.id, f"no voice held out for split {r.split!r}: give more voices")
+            continue
+        k = min(per_text if r.split == "train" else eval_per_text, len(candidates))
+        for v in seeded_rng("speak", seed, r.id).sample(candidates, k):
+            plan.append((r, request_for(r.text, v, seed=seed)))
+    return plan
+
+
+def _spoken_records(plan: list[tuple[Record, object]], wavs: list, errors: dict, summary: BuildSummary) -> list[Record]:
+    """One record per synthesised utterance; failed syntheses are skipped with their error."""
+    spoken = []
+    for i, ((r, req), wav) in enumerate(zip(plan, wavs)):
+        if wav is None:
+            summary.skip(f"{r.id} @ {req.voice.id}", f"synthesis failed: {errors.get(i, 'unknown error')}")
+            continue
+        spoken.append(Record(id=f"{r.id}@{req.voice.id}", image=r.image, audio=str(wav), text=r.text, label=r.label,
+                             group=r.group, speaker=req.voice.id, source=f"tts:{req.voice.engine}", split=r.split,
+                             license=r.license))
+    return spoken
+
+
+def _note_round_trip_wer(summary: BuildSummary, requests: list, wavs: list, per_engine: int, seed: int) -> None:
+    """Whisper round-trip WER per engine into the summary (a note instead when it cannot be measured)."""
+    try:
+        wer = round_trip_wer(requests, wavs, per_engine=per_engine, seed=seed)
+    except XmodalError as exc:
+        summary.notes.append(f"round-trip WER not measured: {exc}")
+    else:
+        summary.extra["round_trip_wer"] = engine_wer_dict(wer)
+        for e in wer.values():
+            summary.notes.append(
+                f"round trip {e.engine} -> whisper-tiny.en: WER {e.wer:.1%} on {e.utterances} utterances "
+                f"(worst voice {e.worst_voice}: {e.worst_voice_wer:.1%})")
+
+
 def speak_dataset(
     name: str,
     *,
@@ -100,17 +158,7 @@ def speak_dataset(
     out_name = out_name or f"{name}-tts"
     if out_name == name:
         raise InputError("the spoken set needs its own name: the source set is never overwritten")
-    records = load_manifest(name)
-    seen: set[tuple[str, str]] = set()
-    sources: list[Record] = []
-    for r in records:
-        if r.text and r.audio is None and (r.group, r.text) not in seen:
-            seen.add((r.group, r.text))
-            sources.append(r)
-    if not sources:
-        raise DatasetError(f"{name} has no text records without audio to speak")
-    if limit is not None:
-        sources = sources[:limit]
+    sources = _texts_to_speak(name, limit)
     pool = [Voice.parse(v) if isinstance(v, str) else v for v in (voices if voices is not None else default_voices())]
     if not pool:
         raise DatasetError("no TTS voices available: install espeak-ng, flite or festival")
@@ -118,26 +166,11 @@ def speak_dataset(
     by_split = {s: sorted(v for v, vs in voice_split.items() if vs == s) for s in SPLITS}
 
     summary = BuildSummary(name=out_name)
-    plan: list[tuple[Record, object]] = []
-    for r in sources:
-        candidates = by_split.get(r.split) or []
-        if not candidates:
-            summary.skip(r.id, f"no voice held out for split {r.split!r}: give more voices")
-            continue
-        k = min(per_text if r.split == "train" else eval_per_text, len(candidates))
-        for v in seeded_rng("speak", seed, r.id).sample(candidates, k):
-            plan.append((r, request_for(r.text, v, seed=seed)))
+    plan = _plan_utterances(sources, by_split, per_text, eval_per_text, seed, summary)
     requests = [req for _, req in plan]
     wavs, errors = synthesize_report(requests, workers=workers, progress=progress)
 
-    spoken = []
-    for i, ((r, req), wav) in enumerate(zip(plan, wavs)):
-        if wav is None:
-            summary.skip(f"{r.id} @ {req.voice.id}", f"synthesis failed: {errors.get(i, 'unknown error')}")
-            continue
-        spoken.append(Record(id=f"{r.id}@{req.voice.id}", image=r.image, audio=str(wav), text=r.text, label=r.label,
-                             group=r.group, speaker=req.voice.id, source=f"tts:{req.voice.engine}", split=r.split,
-                             license=r.license))
+    spoken = _spoken_records(plan, wavs, errors, summary)
     if not spoken:
         raise DatasetError(f"no utterance could be synthesised for {name}: {summary.skipped_by_reason()}")
 
@@ -145,16 +178,7 @@ def speak_dataset(
     summary.extra["seed"] = seed
     summary.extra["voice_splits"] = {s: [v.id for v in vs] for s, vs in by_split.items()}
     if check_wer > 0:
-        try:
-            wer = round_trip_wer(requests, wavs, per_engine=check_wer, seed=seed)
-        except XmodalError as exc:
-            summary.notes.append(f"round-trip WER not measured: {exc}")
-        else:
-            summary.extra["round_trip_wer"] = engine_wer_dict(wer)
-            for e in wer.values():
-                summary.notes.append(
-                    f"round trip {e.engine} -> whisper-tiny.en: WER {e.wer:.1%} on {e.utterances} utterances "
-                    f"(worst voice {e.worst_voice}: {e.worst_voice_wer:.1%})")
+        _note_round_trip_wer(summary, requests, wavs, check_wer, seed)
     summary.notes += overlap_notes(class_word_overlap(spoken), "spoken training texts")
     summary.records = len(spoken)
     summary.counts = count_records(spoken)

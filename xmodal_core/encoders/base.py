@@ -88,3 +88,21 @@ class Encoder(ABC):
             if progress is not None:
                 progress(min(start + bs, len(items)), len(items))
         return out
+
+
+class TorchModelEncoder(Encoder):
+    """An encoder around one torch module, `self._model`, with `self._weights_id` set by `__init__`."""
+
+    _model: torch.nn.Module
+    _weights_id: str
+
+    @property
+    def device(self) -> torch.device:
+        return next(self._model.parameters()).device
+
+    @property
+    def weights_id(self) -> str:
+        return self._weights_id
+
+    def module(self) -> torch.nn.Module:
+        return self._model

@@ -14,7 +14,7 @@ from typing import Any, Sequence
 import torch
 
 from xmodal_core.encoders._util import auto_device, file_fingerprint
-from xmodal_core.encoders.base import Encoder
+from xmodal_core.encoders.base import TorchModelEncoder
 from xmodal_core.errors import InputError, ModelNotFoundError
 from xmodal_core.images import load_image
 
@@ -56,7 +56,7 @@ def _load(arch: str, checkpoint: str, device: torch.device):
     return _MODELS[key]
 
 
-class OpenCLIPEncoder(Encoder):
+class OpenCLIPEncoder(TorchModelEncoder):
     """One tower of an open_clip model. Name form: `open_clip:ARCH:TOWER:CHECKPOINT`."""
 
     def __init__(self, arch: str, tower: str, checkpoint: str, device: str | None = None):
@@ -71,17 +71,6 @@ class OpenCLIPEncoder(Encoder):
         self.token_dim = self.dim
         ckpt = Path(checkpoint).expanduser()
         self._weights_id = f"{arch}-{file_fingerprint(ckpt) if ckpt.is_file() else checkpoint}"
-
-    @property
-    def device(self) -> torch.device:
-        return next(self._model.parameters()).device
-
-    @property
-    def weights_id(self) -> str:
-        return self._weights_id
-
-    def module(self) -> torch.nn.Module:
-        return self._model
 
     @torch.no_grad()
     def encode_batch(self, items: Sequence[Any]) -> torch.Tensor:

@@ -15,7 +15,7 @@ import torch
 from PIL import Image
 
 from xmodal_core.encoders._util import auto_device, file_fingerprint
-from xmodal_core.encoders.base import Encoder
+from xmodal_core.encoders.base import TorchModelEncoder
 from xmodal_core.errors import ModelNotFoundError
 from xmodal_core.images import load_image, resized_size
 
@@ -44,7 +44,7 @@ def preprocess(img: Image.Image) -> torch.Tensor:
     return torch.from_numpy((arr - 127.0) / 128.0).permute(2, 0, 1)
 
 
-class EfficientNetLite0Encoder(Encoder):
+class EfficientNetLite0Encoder(TorchModelEncoder):
     """Pooled output of the last conv block (1280-d); tokens are the 7x7 grid of the same features."""
 
     name = "efficientnet-lite0"
@@ -61,17 +61,6 @@ class EfficientNetLite0Encoder(Encoder):
             self._model = EfficientNet.from_pretrained("efficientnet-lite0", weights_path=weights)
         self._model.eval().to(auto_device(device))
         self._weights_id = f"{self.name}-{file_fingerprint(weights, PREPROCESSING_VERSION)}"
-
-    @property
-    def device(self) -> torch.device:
-        return next(self._model.parameters()).device
-
-    @property
-    def weights_id(self) -> str:
-        return self._weights_id
-
-    def module(self) -> torch.nn.Module:
-        return self._model
 
     def _batch(self, items: Sequence[Any]) -> torch.Tensor:
         images = [item if isinstance(item, Image.Image) and item.mode == "RGB" else load_image(item) for item in items]

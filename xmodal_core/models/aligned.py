@@ -24,7 +24,8 @@ from torch import Tensor, nn
 
 from xmodal_core.errors import InputError, StoreError
 from xmodal_core.fsio import atomic_path, atomic_write_json
-from xmodal_core.models.config import config_from_dict, config_to_dict
+from xmodal_core.models.config import (JsonConfig, check_schedule, check_unit_interval, require_at_least_one,
+                                       require_encoders)
 
 MODALITIES = ("speech", "text", "image")
 LOSSES = ("cl", "cwcl", "l2", "multitask")
@@ -37,7 +38,7 @@ CONFIG_FILE = "config.json"
 # =============================================================================== config
 
 @dataclass
-class AlignConfig:
+class AlignConfig(JsonConfig):
     """One alignment run. Serialises to JSON (`to_dict` / `from_dict`); the store keeps it.
 
     Towers and locking:
@@ -118,9 +119,7 @@ class AlignConfig:
                              f"got {list(self.towers)}")
         if self.locked not in ("none", "both", a, b):
             raise InputError(f"locked must be 'none', 'both', {a!r} or {b!r}; got {self.locked!r}")
-        for m in self.towers:
-            if m not in self.encoders:
-                raise InputError(f"no encoder named for the {m} tower; set encoders.{m}")
+        require_encoders(self.encoders, self.towers)
         for m in self.no_head:
             if m not in self.towers:
                 raise InputError(f"no_head names {m!r}, which is not one of the towers {list(self.towers)}")
@@ -138,17 +137,12 @@ class AlignConfig:
             if not self.loss_weights or bad:
                 raise InputError("loss=multitask needs loss_weights over cl / cwcl / l2, e.g. "
                                  '{"cwcl": 1.0, "l2": 0.5}' + (f"; unknown: {bad}" if bad else ""))
-        if self.schedule not in ("cosine", "constant"):
-            raise InputError(f"schedule must be 'cosine' or 'constant'; got {self.schedule!r}")
-        for name in ("batch_size", "epochs"):
-            if getattr(self, name) < 1:
-                raise InputError(f"{name} must be at least 1")
+        check_schedule(self.schedule)
+        require_at_least_one(self, ("batch_size", "epochs"))
         if self.lr <= 0 or self.tower_lr < 0 or self.warmup_steps < 0 or self.grad_clip <= 0:
             raise InputError("lr and grad_clip must be positive, tower_lr and warmup_steps not negative")
-        if not 0 <= self.dropout < 1:
-            raise InputError(f"dropout must be in [0, 1); got {self.dropout}")
-        if not 0 <= self.input_noise < 1:
-            raise InputError(f"input_noise must be in [0, 1) (a standard deviation on unit vectors); got {self.input_noise}")
+        check_unit_interval("dropout", self.dropout)
+        check_unit_interval("input_noise", self.input_noise, "(a standard deviation on unit vectors)")
         for m, w in self.class_prior.items():
             if m not in self.towers or m in self.no_head or not self.is_locked(m):
                 raise InputError(f"class_prior names {m!r}: it must be a locked tower with a head, one of "
@@ -192,13 +186,6 @@ class AlignConfig:
     def scaled_lr(self, lr: float) -> float:
         """`lr`, linearly scaled to the global batch when `lr_base_batch` is set."""
         return lr * self.batch_size / self.lr_base_batch if self.lr_base_batch else lr
-
-    def to_dict(self) -> dict[str, Any]:
-        return config_to_dict(self)
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> "AlignConfig":
-        return config_from_dict(cls, data)
 
 # =============================================================================== model
 

@@ -81,6 +81,44 @@ def config_from_dict(cls: type[C], data: Mapping[str, Any]) -> C:
     return cls(**kwargs)
 
 
+class JsonConfig:
+    """Base of the run config dataclasses: `to_dict()` / `from_dict()` through `config_to_dict` / `config_from_dict`."""
+
+    def to_dict(self) -> dict[str, Any]:
+        return config_to_dict(self)
+
+    @classmethod
+    def from_dict(cls: type[C], data: Mapping[str, Any]) -> C:
+        return config_from_dict(cls, data)
+
+
+# -- value checks the config classes' `__post_init__` share
+
+def require_at_least_one(cfg: Any, names: Sequence[str]) -> None:
+    """InputError naming the first of `cfg`'s fields `names` that is below 1."""
+    for name in names:
+        if getattr(cfg, name) < 1:
+            raise InputError(f"{name} must be at least 1")
+
+
+def check_schedule(schedule: str) -> None:
+    if schedule not in ("cosine", "constant"):
+        raise InputError(f"schedule must be 'cosine' or 'constant'; got {schedule!r}")
+
+
+def check_unit_interval(name: str, value: float, what: str = "") -> None:
+    """`value` must lie in [0, 1); `what` (e.g. "(a standard deviation)") goes into the message."""
+    if not 0 <= value < 1:
+        raise InputError(f"{name} must be in [0, 1){' ' + what if what else ''}; got {value}")
+
+
+def require_encoders(encoders: Mapping[str, str], towers: Sequence[str]) -> None:
+    """Every tower in `towers` must have an encoder named in `encoders`."""
+    for m in towers:
+        if m not in encoders:
+            raise InputError(f"no encoder named for the {m} tower; set encoders.{m}")
+
+
 def parse_overrides(pairs: Sequence[str]) -> dict[str, Any]:
     """`["lr=3e-4", "towers=[\"speech\",\"text\"]", "dataset=fsdd"]` -> dict. Values are read as
     JSON when they parse, else taken as strings."""

@@ -27,7 +27,8 @@ from torch import Tensor, nn
 from xmodal_core.errors import InputError, StoreError
 from xmodal_core.fsio import atomic_path, atomic_write_json
 from xmodal_core.models.aligned import resolve_run_dir
-from xmodal_core.models.config import config_from_dict, config_to_dict
+from xmodal_core.models.config import (JsonConfig, check_schedule, check_unit_interval, require_at_least_one,
+                                       require_encoders)
 
 MODEL_FILE = "model.safetensors"
 CONFIG_FILE = "config.json"
@@ -36,7 +37,7 @@ METRICS = tuple(f"{name}_r@{k}" for name in ("s2i_coarse", "i2s_coarse", "s2i_ct
 # =============================================================================== config
 
 @dataclass
-class VGSConfig:
+class VGSConfig(JsonConfig):
     """One FaST-VGS run (JSON round-trip like `AlignConfig`).
 
     d_model: width of the projected tokens, the coarse space and the fine transformer.
@@ -81,34 +82,21 @@ class VGSConfig:
     best_metric: str = "s2i_ctf_r@1"
 
     def __post_init__(self) -> None:
-        for name in ("d_model", "fine_layers", "fine_heads", "speech_stride", "fine_batch", "batch_size",
-                     "epochs", "k_coarse"):
-            if getattr(self, name) < 1:
-                raise InputError(f"{name} must be at least 1")
+        require_at_least_one(self, ("d_model", "fine_layers", "fine_heads", "speech_stride", "fine_batch",
+                                    "batch_size", "epochs", "k_coarse"))
         if self.d_model % self.fine_heads:
             raise InputError(f"d_model {self.d_model} must be a multiple of fine_heads {self.fine_heads}")
         if self.lambda_coarse < 0 or self.lambda_fine < 0 or self.lambda_coarse + self.lambda_fine == 0:
             raise InputError("lambda_coarse and lambda_fine must be >= 0 and not both 0")
-        if self.schedule not in ("cosine", "constant"):
-            raise InputError(f"schedule must be 'cosine' or 'constant'; got {self.schedule!r}")
-        if not 0 <= self.dropout < 1:
-            raise InputError(f"dropout must be in [0, 1); got {self.dropout}")
-        for m in ("speech", "image"):
-            if m not in self.encoders:
-                raise InputError(f"no encoder named for the {m} tower; set encoders.{m}")
+        check_schedule(self.schedule)
+        check_unit_interval("dropout", self.dropout)
+        require_encoders(self.encoders, ("speech", "image"))
         if self.best_metric not in METRICS:
             raise InputError(f"best_metric {self.best_metric!r} is not a validation metric; use one of "
                              f"{', '.join(METRICS)}")
 
     def scaled_lr(self) -> float:
         return self.lr * self.batch_size / self.lr_base_batch if self.lr_base_batch else self.lr
-
-    def to_dict(self) -> dict[str, Any]:
-        return config_to_dict(self)
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> "VGSConfig":
-        return config_from_dict(cls, data)
 
 # =============================================================================== model
 
