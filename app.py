@@ -115,11 +115,16 @@ def main(argv=None) -> None:
         runner.start()
     if not args.no_warmup:
         warm_up()
+    from starlette.middleware import Middleware
+
+    from pages.uploads import UploadTypeFilter
+
     demo = build_app(runner)
     try:
         demo.launch(server_name=args.host, server_port=args.port, max_file_size=MAX_UPLOAD, show_error=True,
                     allowed_paths=[str(p) for p in gallery.media_roots()], blocked_paths=[str(db_path())],
-                    css=CSS, head=explorer.HOVER_JS, theme=gr.themes.Soft(), footer_links=[])
+                    css=CSS, head=explorer.HOVER_JS, theme=gr.themes.Soft(), footer_links=[],
+                    app_kwargs={"middleware": [Middleware(UploadTypeFilter)]})
     finally:
         runner.stop(timeout=5)
 
