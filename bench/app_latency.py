@@ -207,7 +207,7 @@ def bench_maps(per_class: int, methods: list[str]) -> dict[str, Any]:
     from xmodal_core.data.features import FeatureCache
 
     ensure_dataset("fashion-mnist")
-    records = analysis.sample("fashion-mnist", ["image"], per_class)
+    records = analysis.sample("fashion-mnist", ["image"], per_class, max_per_class=None)
     log(f"maps: {len(records)} Fashion-MNIST images; features (once, cached) ...")
     t0 = time.perf_counter()
     FeatureCache("efficientnet-lite0").get(records, "image")

@@ -140,7 +140,7 @@ def _image_zero_shot(quick: bool) -> dict[str, Any]:
             "fashion-mnist": ("test", 20 if quick else 100, "Fashion-MNIST official test set")}
     for set_name, (split, per_class, data) in sets.items():
         spec = analysis.get_set(ensure_dataset(set_name))
-        records = analysis.sample(set_name, ["image"], per_class, split=split)
+        records = analysis.sample(set_name, ["image"], per_class, split=split, max_per_class=None)
         classes = sorted({spec.class_of(r) for r in records})
         labels = [classes.index(spec.class_of(r)) for r in records]
         feats = torch.as_tensor(_pooled("efficientnet-lite0", records, "image"))
