@@ -30,6 +30,7 @@ import numpy as np
 from xmodal_core import paths
 from xmodal_core.errors import DatasetError, ImageError, InputError, XmodalError
 from xmodal_core.fsio import atomic_write
+from xmodal_core.validate import is_inside
 
 DEFAULT_NAME = "default"
 DEFAULT_SETS = ("tuxpaint", "emoji")
@@ -347,7 +348,7 @@ def check_index_folder(folder: str | Path) -> Path:
             folder (`FORBIDDEN_ROOTS`), the repository or the xmodal home; or outside every
             `index_roots()` folder.
     """
-    from xmodal_core.validate import check_inside, check_path_text, is_inside
+    from xmodal_core.validate import check_inside, check_path_text
 
     given = check_path_text(folder, "folder")
     if not str(given).strip() or str(given) == ".":
@@ -372,7 +373,6 @@ def media_roots() -> list[Path]:
 def served_image(gallery: "Gallery", item: GalleryItem) -> str | None:
     """`item.image` if it may still be shown: for a folder gallery, a regular file inside the
     folder (a link only if it resolves inside), as when it was indexed; None otherwise."""
-    from xmodal_core.validate import is_inside
 
     if not item.image:
         return None
@@ -389,14 +389,6 @@ def served_image(gallery: "Gallery", item: GalleryItem) -> str | None:
 
 
 # ---------------------------------------------------------------- building galleries
-
-def _is_inside(path: Path, root: Path) -> bool:
-    try:
-        path.relative_to(root)
-        return True
-    except ValueError:
-        return False
-
 
 def _readable_folder(folder: str | Path) -> Path:
     """`folder` resolved, or an InputError saying why it cannot be scanned."""
@@ -421,7 +413,7 @@ def _regular_file_stat(path: Path, root: Path, skipped: list[Skip]) -> os.stat_r
         except (OSError, RuntimeError):
             skipped.append(Skip(str(path), "broken link"))
             return None
-        if not _is_inside(target, root):
+        if not is_inside(target, root):
             skipped.append(Skip(str(path), f"link points outside the folder ({target}): not followed"))
             return None
     try:
