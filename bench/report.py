@@ -412,6 +412,91 @@ def sec_default_model(r: Report) -> None:
         r.add(caption(doc, "the same splits as above"))
 
 
+def sec_adapt(r: Report) -> None:
+    r.add("## Spoken vocabulary adaptation: direct speech vs the ASR cascade on people's voices")
+    doc = r.docs.get("adapt")
+    r.current = doc
+    if not doc:
+        r.add("*No `adapt` result yet: run `python -m bench.adapt` to measure direct speech search.*")
+        return
+    met_ = doc.get("met", {})
+    base = doc["base"]
+    r.add(f"The head in use: run {base['run_id']}, {base['vocabulary']} names, held-out synthetic voices top-1 "
+          f"{fmt(base['heldout'].get('heldout_top1'))} / top-5 {fmt(base['heldout'].get('heldout_top5'))} "
+          f"(`auto` threshold {fmt(base['threshold'])}).")
+    tux = doc.get("tuxpaint")
+    if tux:
+        n, p = tux["names"], tux["pictures"]
+        d, c = n["direct"], n["cascade"]
+        r.target("adaptation", "Tux Paint people → stamp name: direct top-1 ≥ 0.75", fmt(d["top1"]),
+                 met_.get("tux_name_top1>=0.75"))
+        r.target("adaptation", "Tux Paint people → stamp name: direct top-10 ≥ 0.85", fmt(d["top10"]),
+                 met_.get("tux_name_top10>=0.85"))
+        r.target("adaptation", "Tux Paint people → picture: direct R@10 ≥ cascade R@10",
+                 f"{fmt(p['direct']['r@10'])} vs {fmt(p['cascade']['r@10'])}", met_.get("tux_picture_r@10>=cascade"))
+        r.target("adaptation", "direct p50 ≤ 1/10 of the cascade's", f"{ms(d['p50_ms'])} vs {ms(c['p50_ms'])}",
+                 met_.get("direct_p50<=cascade/10"))
+        r.add("### Tux Paint: people's spoken descriptions → the stamp's name, and → its picture")
+        r.add(table(["path", "name top-1", "top-5", "top-10", "ms p50"],
+                    [[k, fmt(v["top1"]), fmt(v["top5"]), fmt(v["top10"]), ms(v["p50_ms"])]
+                     for k, v in (("direct (adapted head)", d), ("cascade (Whisper → MiniLM)", c))]))
+        r.add(table(["search mode", "picture R@1", "R@5", "R@10", "ms p50", "ms p95"],
+                    [[m, fmt(v["r@1"]), fmt(v["r@5"]), fmt(v["r@10"]), ms(v["p50_ms"]), ms(v["p95_ms"])]
+                     for m, v in p.items() if isinstance(v, dict)]))
+        r.add(caption(doc, f"the {n['n']} people's `*_desc.ogg` recordings (never trained on) among all {n['names']} "
+                           f"stamp names, and among the default gallery's {p.get('gallery_items')} pictures"))
+    _adapt_more(r, doc, met_)
+
+
+def _adapt_more(r: Report, doc: dict, met_: dict) -> None:
+    kt, fs, auto, timing = doc.get("ktuberling"), doc.get("fsdd"), doc.get("auto"), doc.get("timing")
+    if kt:
+        p = kt["pictures"]
+        r.target("adaptation", "ktuberling people → object: direct top-1 ≥ cascade top-1",
+                 f"{fmt(p['direct']['r@1'])} vs {fmt(p['cascade']['r@1'])}", met_.get("ktuberling_top1>=cascade"))
+        r.add("### ktuberling: people's English words → the object's picture")
+        r.add(table(["search mode", "R@1", "R@5", "R@10", "ms p50"],
+                    [[m, fmt(v["r@1"]), fmt(v["r@5"]), fmt(v["r@10"]), ms(v["p50_ms"])] for m, v in p.items()]))
+        a = kt["adaptation"]
+        r.add(f"Adapting to the gallery ({a['mode']}, {a['new_entries']} new names, {a['clips_made']} clips "
+              f"synthesised): {a['seconds']['total']:.0f} s.")
+        r.add(caption(doc, f"{p['direct']['n']} recordings of ktuberling-data whose object a theme draws, "
+                           f"{kt['gallery_items']} pictures"))
+    if fs:
+        r.target("adaptation", "FSDD zero-shot top-1 ≥ 0.95 (adapted head)", fmt(fs["top1"]), met_.get("fsdd_top1>=0.95"))
+        r.add(f"FSDD through the adapted head: top-1 {fmt(fs['top1'])} over {fs['n']} clips (" + ", ".join(
+            f"{k.split(':')[-1]} {fmt(v)}" for k, v in fs["by_speaker"].items()) + ").")
+    if auto:
+        res = auto["results"]
+        r.target("adaptation", "auto R@10 ≥ the better of direct and cascade (a third of the names out of vocabulary)",
+                 f"{fmt(res['auto']['r@10'])} vs {fmt(max(res['direct']['r@10'], res['cascade']['r@10']))}",
+                 met_.get("auto_r@10>=best"))
+        r.target("adaptation", "auto p50 ≤ 1/3 of the cascade's", f"{ms(res['auto']['p50_ms'])} vs "
+                 f"{ms(res['cascade']['p50_ms'])}", met_.get("auto_p50<=cascade/3"))
+        r.add("### `auto` on a mixed set: a third of the recordings' names left out of the adaptation")
+        r.add(table(["mode", "R@1", "R@10", "ms p50", "answered directly"],
+                    [[m, fmt(v["r@1"]), fmt(v["r@10"]), ms(v["p50_ms"]), fmt(v.get("answered_direct"))]
+                     for m, v in res.items()]))
+        r.add(caption(doc, f"{auto['queries_in_vocabulary']} recordings in vocabulary + "
+                           f"{auto['queries_out_of_vocabulary']} out of it"))
+    if timing:
+        first, second = list(timing.items())
+        r.target("adaptation", "adapt to 1,000 new names ≤ 5 min", f"{first[1]['seconds']['total']:.0f} s",
+                 met_.get("adapt_1000<=300s"))
+        r.target("adaptation", "re-adapt after 10 new names ≤ 30 s", f"{second[1]['seconds']['total']:.0f} s",
+                 met_.get("readapt_10<=30s"))
+        r.add(table(["adaptation", "clips", "synthesised", "seconds (speech / features / training / calibration / total)"],
+                    [[k, v["clips"], v["synthesised"], " / ".join(f"{x:.0f}" for x in v["seconds"].values())]
+                     for k, v in timing.items()]))
+    for key, label in (("voices", "voices per name"), ("vocabulary", "vocabulary size")):
+        rows = doc.get(key)
+        if rows:
+            r.add(f"### Accuracy vs {label}")
+            r.add(table([label, "clips", "held-out voices top-1", "people (Tux Paint) top-1", "top-10"],
+                        [[row.get("voices", row.get("entries")), row["clips"], fmt(row["heldout_top1"]),
+                          fmt(row["tux_people"]["top1"]), fmt(row["tux_people"]["top10"])] for row in rows]))
+
+
 def sec_training(r: Report) -> None:
     r.add("## Training")
     doc = r.docs.get("training")
@@ -743,7 +828,10 @@ def load_docs(results: Path, quick_only: bool) -> dict[str, dict]:
 def build(results: Path, out: Path, quick_only: bool = False) -> str:
     docs = load_docs(results, quick_only)
     r = Report(docs, out)
-    for fn in (sec_default_model, sec_search, sec_encoders, sec_index, sec_training, sec_app, sec_findings):
+    adapt = results / "adapt.json"
+    if adapt.is_file() and not quick_only:
+        docs["adapt"] = {**json.loads(adapt.read_text(encoding="utf-8")), "_file": adapt.name}
+    for fn in (sec_default_model, sec_adapt, sec_search, sec_encoders, sec_index, sec_training, sec_app, sec_findings):
         try:
             fn(r)
         except (KeyError, TypeError, ValueError, ZeroDivisionError, AttributeError) as exc:

@@ -19,7 +19,7 @@ def source_choices(queue: str) -> list[tuple[str, str]]:
     if queue == "low-score":
         return [("Tux Paint stamps", "tuxpaint"), ("emoji", "emoji")]
     if queue == "uncaptioned":
-        return [(title, name) for name, title in galleries.list_galleries() if name != galleries.DEFAULT_NAME]
+        return [(title, name) for name, title in galleries.list_galleries() if name not in galleries.SET_GALLERIES]
     return [("last search", "search")]
 
 
@@ -36,7 +36,7 @@ def _show(items: list, done: int):
     score = f" · score {it.score:.3f}" if it.score is not None else ""
     info = f"**{it.item_id}** ({it.dataset}){score}  \n{it.reason}"
     try:
-        image = galleries.thumbnail(it.image, 384)
+        image = galleries.thumbnail_file(it.image, 384)
     except Exception:  # noqa: BLE001 - a file gone since queueing still lets a person reject it
         image = None
         info += "  \n*(the image cannot be shown: the file is missing or unreadable)*"

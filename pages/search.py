@@ -83,7 +83,9 @@ def _run_search(kind, mic, audio_file, image_file, text, gallery_name, mode, k, 
         result = search(gallery, query, mode, k=int(k), k_coarse=int(k_coarse), asif_k=int(asif_k),
                         asif_p=float(asif_p), progress=report)
     warn(result.notes)
-    if query.kind == "speech":
+    if query.kind == "speech" and result.path == "direct":
+        heard = f"**Heard as (direct, no ASR):** “{result.heard_as}” (cosine {result.confidence:.2f})"
+    elif query.kind == "speech":
         heard = f"**Heard as:** “{result.transcript}”" if result.transcript is not None else \
             "**Heard as:** (speech embedded directly; no transcript in this mode)"
     elif query.kind == "text":
@@ -91,13 +93,37 @@ def _run_search(kind, mic, audio_file, image_file, text, gallery_name, mode, k, 
     else:
         heard = "**Query:** an image"
     heard += f"  \n**Mode:** {mode} — {result.model}  \n**Total:** {result.total_ms:.0f} ms"
-    grid = [(galleries.thumbnail(path), f"{h.score:.3f} · {h.item.text}") for h in result.hits
+    grid = [(galleries.thumbnail_file(path), f"{h.score:.3f} · {h.item.text}") for h in result.hits
             if (path := galleries.served_image(gallery, h.item))]
     review_text = result.transcript if query.kind == "speech" else query.text
     review = labels.search_queue(gallery.name, review_text, [h for h in result.hits if h.item.image]) \
         if review_text and target != "recordings" else []
     audio = _audio_slots(result.hits) if target == "recordings" else _audio_slots([])
     return heard, grid, format_timings(result), hit_rows(result), review, audio
+
+
+def adaptation_status(gallery_name: str) -> str:
+    from xmodal_core.adapt.core import describe
+    from xmodal_core.validate import check_name
+
+    try:
+        return describe(check_name(gallery_name or galleries.DEFAULT_NAME, "gallery name"))
+    except Exception as exc:  # noqa: BLE001 - a status line must never break the page
+        return f"**Direct speech:** status unavailable ({exc})"
+
+
+@guarded
+def adapt_gallery(gallery_name: str, voices: float, progress=gr.Progress()):
+    """Adapt the speech head to the gallery's names -> (report markdown, status line)."""
+    from xmodal_core.adapt import AdaptConfig, adapt
+
+    def report(stage: str, done: int, total: int) -> None:
+        if total:
+            progress((done, total), desc=f"adapting: {stage}", unit="items")
+
+    name = gallery_name or galleries.DEFAULT_NAME
+    result = adapt(name, config=AdaptConfig(voices=int(voices)), progress=report)
+    return result.format().replace("\n", "  \n"), adaptation_status(name)
 
 
 @guarded
@@ -117,7 +143,7 @@ def preview_image(path):
         return None
     from xmodal_core.images import load_image
 
-    return galleries.thumbnail(path, 384) if load_image(path) is not None else None
+    return galleries.thumbnail_file(path, 384) if load_image(path) is not None else None
 
 
 def mode_help(mode: str):
@@ -156,6 +182,11 @@ def build(shared: dict) -> None:
                 asif_k = gr.Slider(5, 400, value=90, step=5, label="ASIF kept anchors per row (k)")
                 asif_p = gr.Slider(1, 16, value=8, step=0.5, label="ASIF exponent (p)")
             go = gr.Button("Search", variant="primary", elem_id="search-go")
+            with gr.Accordion("Direct speech: adapt to this gallery's names", open=False):
+                adapt_md = gr.Markdown(adaptation_status(galleries.DEFAULT_NAME), elem_id="search-adapt-status")
+                voices = gr.Slider(1, 40, value=20, step=1, label="Synthetic voices per name")
+                adapt_btn = gr.Button("Adapt speech to this gallery", elem_id="search-adapt")
+                adapt_report = gr.Markdown(elem_id="search-adapt-report")
             with gr.Accordion("Index a folder of images", open=False):
                 folder = gr.Textbox(label="Folder to index", placeholder="/home/me/Pictures/animals",
                                     elem_id="search-folder")
@@ -193,6 +224,9 @@ def build(shared: dict) -> None:
     text.submit(lambda: "text", None, kind, queue=False).then(run_search_ui, inputs, outputs, concurrency_id=HEAVY,
                                                               concurrency_limit=HEAVY_LIMIT)
     target.change(lambda t: gr.update(interactive=t == "images"), target, gallery_dd, queue=False)
+    gallery_dd.change(adaptation_status, gallery_dd, adapt_md, queue=False)
+    adapt_btn.click(adapt_gallery, [gallery_dd, voices], [adapt_report, adapt_md], concurrency_id="adapt",
+                    concurrency_limit=1)
     index_btn.click(index_folder, folder, [index_report, gallery_dd], concurrency_id=HEAVY,
                     concurrency_limit=HEAVY_LIMIT)
 

@@ -178,3 +178,16 @@ def test_list_galleries_shows_default_then_indexed_folders(folder):
     galleries.forget_loaded()
     again = galleries.open_gallery(gallery.name)
     assert [it.id for it in again.items] == [it.id for it in gallery.items]
+
+
+def test_thumbnail_files_are_written_once_and_found_by_the_source_files_state(folder):
+    from PIL import Image
+
+    first = galleries.thumbnail_file(folder / "red_apple.png", 16)
+    stamp = Path(first).stat().st_mtime_ns
+    again = galleries.thumbnail_file(folder / "red_apple.png", 16)
+    assert again == first and Path(again).stat().st_mtime_ns == stamp  # never rewritten while it may be served
+    with Image.open(first) as img:
+        assert img.format == "WEBP" and max(img.size) <= 16
+    assert any(Path(first).is_relative_to(root) for root in galleries.media_roots())
+    assert galleries.thumbnail_file(folder / "red_apple.png", 32) != first

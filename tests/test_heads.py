@@ -60,3 +60,43 @@ def test_bad_kind_and_dims_are_rejected():
 def test_heads_run_on_cuda():
     head = make_head("mlp", 6, 4).cuda().eval()
     assert head(torch.randn(2, 6, device="cuda")).device.type == "cuda"
+
+
+def test_a_vocabulary_head_lands_on_the_name_it_is_sure_of_and_between_names_it_is_not():
+    import torch.nn.functional as F
+
+    from xmodal_core.heads import VocabularyHead, make_head
+    from xmodal_core.registry import get_encoder
+
+    names = ["frog", "dog", "violin"]
+    head = make_head("vocab", 384, 384, vocabulary_size=3, hidden_dim=16)
+    assert isinstance(head, VocabularyHead)
+    emb = torch.as_tensor(get_encoder("minilm").encode(names))
+    head.names.copy_(F.normalize(emb, dim=-1))
+    with torch.no_grad():
+        head.out.weight.zero_()
+        head.out.bias.copy_(torch.tensor([20.0, 0.0, 0.0]))  # sure: "frog"
+    head.eval()
+    out = head(torch.randn(2, 384))
+    assert torch.allclose(F.normalize(out, dim=-1), head.names[0].expand(2, -1), atol=1e-3)
+    with torch.no_grad():
+        head.out.bias.copy_(torch.tensor([2.0, 2.0, -20.0]))  # torn between frog and dog
+    mixed = F.normalize(head(torch.randn(1, 384)), dim=-1)[0]
+    expected = F.normalize(head.names[0] + head.names[1], dim=-1)
+    assert torch.allclose(mixed, expected, atol=1e-3)
+    assert head.targets(emb[[2, 0]]).tolist() == [2, 0]  # each text's own name
+
+
+def test_a_vocabulary_head_needs_its_names_and_the_ce_loss():
+    from xmodal_core.heads import make_head
+    from xmodal_core.models.aligned import AlignConfig
+
+    with pytest.raises(InputError, match="vocabulary"):
+        make_head("vocab", 384, 384)
+    with pytest.raises(InputError, match="ce loss"):
+        AlignConfig(towers=("speech", "text"), encoders={"speech": "whisper-tiny.en-tail", "text": "minilm"},
+                    head="vocab", loss="cwcl")
+    with pytest.raises(InputError, match="head-less text tower"):
+        AlignConfig(towers=("speech", "image"), encoders={"speech": "whisper-tiny.en-tail",
+                                                          "image": "efficientnet-lite0"},
+                    head="vocab", loss="ce", no_head=())

@@ -8,7 +8,7 @@ module keeps what training needs besides: `PairSplit` (the paired data of one sp
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
@@ -190,6 +190,73 @@ def evaluate(model: AlignModel, split: PairSplit, cfg: AlignConfig, *, device: t
 
 # =============================================================================== training
 
+def fill_vocabulary(model: AlignModel, cfg: AlignConfig) -> None:
+    """A vocab head's names: the locked text tower's unit embeddings of `cfg.vocabulary`."""
+    from xmodal_core.data.features import FeatureCache
+    from xmodal_core.data.manifest import Record
+
+    records = [Record(id=f"name:{i}", text=t) for i, t in enumerate(cfg.vocabulary)]
+    names = torch.as_tensor(FeatureCache(cfg.encoders["text"]).get(records, "text"))  # cached by text
+    for head in model.heads.values():
+        head.names.copy_(torch.nn.functional.normalize(names.float(), dim=-1))
+
+
+def _vocab_rows(saved: dict, own: dict, source: Path, cfg: AlignConfig) -> tuple[dict, list[int]]:
+    """A vocab head's output rows carried over by name from an earlier run with another vocabulary
+    (new names keep their fresh rows), and the indexes of the rows carried over."""
+    import json
+
+    old_vocab = json.loads((source / CONFIG_FILE).read_text(encoding="utf-8"))["config"].get("vocabulary") or []
+    where = {name: i for i, name in enumerate(old_vocab)}
+    out = {}
+    pairs = [(i, where[n]) for i, n in enumerate(cfg.vocabulary) if n in where]
+    for key in [k for k in own if k.startswith("heads.") and (k.endswith("out.weight") or k.endswith("out.bias"))]:
+        rows = own[key].clone()
+        if key in saved and pairs:
+            new_i, old_i = map(list, zip(*pairs))
+            rows[new_i] = saved[key][old_i].to(rows.dtype)
+        out[key] = rows
+    return out, [i for i, _ in pairs]
+
+
+def init_heads(model: AlignModel, run: str) -> list[int]:
+    """Start `model` from a trained run's heads and logit scale (`AlignConfig.init_from`); a vocab
+    head keeps what it learnt of the names both runs share (returns their row indexes)."""
+    from safetensors.torch import load_file
+
+    from xmodal_core.models.aligned import HEADS_FILE, resolve_run_dir
+
+    source = resolve_run_dir(run)
+    saved = load_file(str(source / HEADS_FILE))
+    own = model.state_dict()
+    known: list[int] = []
+    if model.cfg.head == "vocab":
+        rows, known = _vocab_rows(saved, own, source, model.cfg)
+        saved = {**{k: v for k, v in saved.items() if not k.endswith((".names",)) and k not in rows}, **rows}
+        saved.update({k: own[k] for k in own if k.endswith(".names")})
+    wanted = [k for k in own if k.startswith("heads.")]
+    missing = [k for k in wanted if k not in saved]
+    mismatched = [k for k in wanted if k in saved and saved[k].shape != own[k].shape]
+    if not wanted or missing or mismatched:
+        raise DatasetError(f"init_from={run}: its heads do not fit this run (missing {missing[:3]}, other shapes "
+                           f"{mismatched[:3]}); use the same towers, head, hidden_dim and encoders")
+    scales = [k for k in own if k.startswith("losses.") and k in saved and saved[k].shape == own[k].shape]
+    model.load_state_dict({**own, **{k: saved[k] for k in wanted + scales}})
+    return known
+
+
+def learn_only_new_names(model: AlignModel, known: list[int]) -> None:
+    """`AlignConfig.freeze_body`: the vocab head's body and the rows of names it already knew stay as
+    they are; only the new names' rows learn (so adding names never makes it forget others)."""
+    mask = None
+    for head in model.heads.values():
+        head.body.requires_grad_(False)
+        mask = torch.ones(head.vocabulary_size, 1)
+        mask[known] = 0.0
+        head.out.weight.register_hook(lambda g, m=mask: g * m.to(g.device, g.dtype))
+        head.out.bias.register_hook(lambda g, m=mask: g * m[:, 0].to(g.device, g.dtype))
+
+
 def train(cfg: AlignConfig, train_split: PairSplit, val_split: PairSplit | None, ctx: Any, *,
           info: DistInfo | None = None, dataset_name: str | None = None) -> TrainResult:
     """Train `cfg` on `train_split`, validating on `val_split` every epoch (`trainers.loop`).
@@ -201,7 +268,17 @@ def train(cfg: AlignConfig, train_split: PairSplit, val_split: PairSplit | None,
     device = info.device
     seed_everything(cfg.seed)
     in_dims = {m: train_split.in_dim(m) for m in cfg.towers}
-    model = build_model(cfg, in_dims).to(device)
+    if cfg.head == "vocab" and not cfg.vocabulary:
+        texts = train_split.items.get("text") or train_split.keys["text"]
+        extra = (val_split.keys["text"] if val_split is not None else [])
+        cfg = replace(cfg, vocabulary=tuple(sorted(set(texts) | set(extra))))
+    model = build_model(cfg, in_dims)
+    if cfg.head == "vocab":
+        fill_vocabulary(model, cfg)
+    known = init_heads(model, cfg.init_from) if cfg.init_from else []
+    if cfg.freeze_body:
+        learn_only_new_names(model, known)
+    model = model.to(device)
     if info.is_main:
         save_config(ctx.run_dir, cfg, model.embed_dim, in_dims)
 

@@ -5,7 +5,7 @@ per embedding model, one vector per item cached on disk and keyed by what was em
 (the file's size and modification time, or the caption's text), so re-indexing encodes
 only new or changed items and drops removed ones.
 
-Two kinds: the default gallery (Tux Paint stamps + emoji, from their built manifests) and
+Two kinds: galleries of built data sets (default: Tux Paint stamps + emoji; ktuberling) and
 any folder a person indexes. Indexing a folder reads only image files under it (by
 suffix, regular files only) and never follows a link that points outside it; files that
 cannot be decoded are skipped and listed with the reason.
@@ -35,6 +35,10 @@ from xmodal_core.validate import is_inside
 DEFAULT_NAME = "default"
 DEFAULT_SETS = ("tuxpaint", "emoji")
 RECORDINGS_NAME = "recordings"
+KTUBERLING_NAME = "ktuberling"
+# Galleries made of built data sets' images: name -> (sets, title).
+SET_GALLERIES = {DEFAULT_NAME: (DEFAULT_SETS, "default (Tux Paint stamps + emoji)"),
+                 KTUBERLING_NAME: (("ktuberling",), "ktuberling (the themes' objects, with their English names)")}
 RECORDING_SETS = ("tuxpaint", "ktuberling", "librivox")  # people speaking (evaluation data, never trained on)
 MAX_ITEMS = 50_000
 EMBED_BATCH = 32
@@ -173,6 +177,7 @@ class Gallery:
         self._set_items(items)
         self._lock = threading.RLock()
         self._indexes: dict[str, tuple[object, np.ndarray]] = {}
+        self._vectors: dict[str, tuple[np.ndarray, np.ndarray]] = {}
 
     def _set_items(self, items: Sequence[GalleryItem]) -> None:
         self.items = list(items)
@@ -233,6 +238,7 @@ class Gallery:
                 self._set_items([replace(it, caption=captions[it.id]) if it.id in captions else it
                                  for it in self.items])
                 self._indexes = {k: v for k, v in self._indexes.items() if not k.startswith("text:")}
+                self._vectors = {k: v for k, v in self._vectors.items() if not k.startswith("text:")}
             return n
 
     # -- embeddings
@@ -301,6 +307,15 @@ class Gallery:
                 atomic_write(path, data.getvalue())
             return vectors, ok
 
+    def embeddings_in_memory(self, key: str, embed: EmbedFn, *, what: str = "image",
+                             progress: Progress | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """`embeddings`, kept in memory after the first call (like `index`): for scoring every item."""
+        with self._lock:
+            hit = self._vectors.get(key)
+            if hit is None:
+                hit = self._vectors[key] = self.embeddings(key, embed, what=what, progress=progress)
+            return hit
+
     def index(self, key: str, embed: EmbedFn, *, what: str = "image", progress: Progress | None = None):
         """A `retrieval.VectorIndex` over the items' embeddings under `key` (ids = item ids), kept in memory."""
         from xmodal_core.retrieval import VectorIndex
@@ -364,10 +379,11 @@ def check_index_folder(folder: str | Path) -> Path:
 
 def media_roots() -> list[Path]:
     """Folders whose files the app hands to the browser as they are (Gradio `allowed_paths`):
-    the people's recordings the recordings gallery plays, built data sets, labelled audio."""
+    the people's recordings the recordings gallery plays, built data sets, labelled audio, thumbnails."""
     from xmodal_core.data.builders import KTUBERLING, LIBRIVOX, TUXPAINT_STAMPS
 
-    return [TUXPAINT_STAMPS, KTUBERLING, LIBRIVOX, paths.datasets_dir(), paths.home() / "labels" / "audio"]
+    return [TUXPAINT_STAMPS, KTUBERLING, LIBRIVOX, paths.datasets_dir(), paths.home() / "labels" / "audio",
+            thumbnails_dir()]
 
 
 def served_image(gallery: "Gallery", item: GalleryItem) -> str | None:
@@ -623,19 +639,20 @@ def index_folder(folder: str | Path, *, encoder_name: str | None = "efficientnet
         return gallery, report
 
 
-def default_gallery(*, progress: Progress | None = None, build: bool = True) -> Gallery:
-    """Tux Paint stamps + emoji: every image with its caption, from the built manifests.
+def set_gallery(name: str, sets: Sequence[str], title: str, *, progress: Progress | None = None,
+                build: bool = True) -> Gallery:
+    """A gallery of every image of built data sets, with its caption (the set's text).
 
     Builds a missing set first when `build` (about a minute for Tux Paint on a laptop).
     """
     from xmodal_core.data import ensure_dataset, load_manifest
 
-    with _build_lock(DEFAULT_NAME):
+    with _build_lock(name):
         with _registry_lock:
-            if DEFAULT_NAME in _galleries:
-                return _galleries[DEFAULT_NAME]
+            if name in _galleries:
+                return _galleries[name]
         items: list[GalleryItem] = []
-        for set_name in DEFAULT_SETS:
+        for set_name in sets:
             records = load_manifest(ensure_dataset(set_name, progress=progress) if build else set_name)
             for r in records:
                 if r.image is None:
@@ -646,11 +663,16 @@ def default_gallery(*, progress: Progress | None = None, build: bool = True) -> 
                     continue  # a file removed since the build: leave it out
                 items.append(GalleryItem(id=r.id, image=r.image, caption=r.text, label=r.label, dataset=set_name,
                                          source=r.source, fingerprint=_fingerprint(st)))
-        gallery = Gallery(DEFAULT_NAME, items, kind="default", title="default (Tux Paint stamps + emoji)")
+        gallery = Gallery(name, items, kind="default", title=title)
         gallery.save()
         with _registry_lock:
-            _galleries[DEFAULT_NAME] = gallery
+            _galleries[name] = gallery
         return gallery
+
+
+def default_gallery(*, progress: Progress | None = None, build: bool = True) -> Gallery:
+    """Tux Paint stamps + emoji: every image with its caption, from the built manifests."""
+    return set_gallery(DEFAULT_NAME, DEFAULT_SETS, SET_GALLERIES[DEFAULT_NAME][1], progress=progress, build=build)
 
 
 def recordings_gallery() -> Gallery:
@@ -693,8 +715,8 @@ def open_gallery(name: str, *, progress: Progress | None = None) -> Gallery:
     from xmodal_core.validate import check_name
 
     name = check_name(name, "gallery name")  # never a path: `--gallery /etc/passwd`
-    if name == DEFAULT_NAME:
-        return default_gallery(progress=progress)
+    if name in SET_GALLERIES:
+        return set_gallery(name, *SET_GALLERIES[name], progress=progress)
     if name == RECORDINGS_NAME:
         return recordings_gallery()
     with _registry_lock:
@@ -706,10 +728,10 @@ def open_gallery(name: str, *, progress: Progress | None = None) -> Gallery:
 
 
 def list_galleries() -> list[tuple[str, str]]:
-    """(name, title) of the default gallery and every indexed folder, default first."""
-    out = [(DEFAULT_NAME, "default (Tux Paint stamps + emoji)")]
+    """(name, title) of the data-set galleries (default, ktuberling) and every indexed folder, default first."""
+    out = [(name, title) for name, (_, title) in SET_GALLERIES.items()]
     for folder in sorted(galleries_dir().iterdir()):
-        if folder.name == DEFAULT_NAME or not (folder / META_NAME).is_file():
+        if folder.name in SET_GALLERIES or not (folder / META_NAME).is_file():
             continue
         try:
             title = json.loads((folder / META_NAME).read_text(encoding="utf-8")).get("title") or folder.name
@@ -754,6 +776,31 @@ def thumbnail(path: str | Path, size: int = THUMB_SIZE):
             _thumb_cache.clear()
         _thumb_cache[key] = img
     return img
+
+
+def thumbnails_dir() -> Path:
+    return paths.home() / "thumbs"
+
+
+def thumbnail_file(path: str | Path, size: int = THUMB_SIZE) -> str:
+    """The thumbnail as a WebP file under `thumbnails_dir()`, named by the source file's state and
+    written once (atomically): what the app hands the browser. Gradio rewrites the cache file of a
+    PIL result on every response, so two people shown the same picture at once could be sent a
+    file while it is being rewritten (a truncated response); a file path is copied once instead."""
+    import io
+
+    path = str(path)
+    try:
+        fp = _fingerprint(os.stat(path))
+    except OSError:
+        fp = ""
+    key = hashlib.sha1(f"{path}\x00{fp}\x00{size}".encode("utf-8", "surrogatepass")).hexdigest()
+    out = thumbnails_dir() / key[:2] / f"{key}.webp"
+    if not out.is_file():
+        buf = io.BytesIO()
+        thumbnail(path, size).save(buf, format="WEBP", quality=85)
+        atomic_write(out, buf.getvalue())
+    return str(out)
 
 
 def thumbnail_data_uri(path: str | Path, size: int = 64) -> str:

@@ -4,13 +4,14 @@ Outputs are not normalised; the caller (loss, encoder wrapper) normalises.
 """
 from __future__ import annotations
 
+import torch
 from torch import Tensor, nn
 
 from xmodal_core.errors import InputError
 
-__all__ = ["HEAD_KINDS", "LinearHead", "MLPHead", "IdentityHead", "ClassPrior", "make_head"]
+__all__ = ["HEAD_KINDS", "LinearHead", "MLPHead", "IdentityHead", "ClassPrior", "VocabularyHead", "make_head"]
 
-HEAD_KINDS = ("linear", "mlp", "identity")
+HEAD_KINDS = ("linear", "mlp", "identity", "vocab")
 
 
 class LinearHead(nn.Module):
@@ -97,7 +98,44 @@ class ClassPrior(nn.Module):
         return nn.functional.normalize(probs @ self.class_text, dim=-1)
 
 
-def make_head(kind: str, in_dim: int, out_dim: int, dropout: float = 0.1) -> nn.Module:
+class VocabularyHead(nn.Module):
+    """A head that knows a vocabulary: an MLP classifier over its V names whose probabilities
+    weight the names' embeddings in the (locked) text space, so its output lands on a name when
+    it is sure and between similar-sounding names when it is not.
+
+    (..., in_dim) -> logits (..., V) -> softmax -> (..., V) @ names (V, out_dim) -> (..., out_dim).
+    Trained with cross-entropy over the names (`losses.VocabularyLoss`); the last training
+    batch's logits are kept in `last_logits` for that loss. `names` is a buffer: the shared
+    space's embeddings of the vocabulary (unit rows), saved with the weights.
+    """
+
+    kind = "vocab"
+
+    def __init__(self, in_dim: int, out_dim: int, vocabulary_size: int, dropout: float = 0.1,
+                 hidden_dim: int | None = None):
+        super().__init__()
+        hidden_dim = hidden_dim or 1024
+        self.in_dim, self.out_dim, self.vocabulary_size = in_dim, out_dim, vocabulary_size
+        self.body = nn.Sequential(nn.Linear(in_dim, hidden_dim), nn.GELU(), nn.Dropout(dropout))
+        self.out = nn.Linear(hidden_dim, vocabulary_size)
+        self.register_buffer("names", torch.zeros(vocabulary_size, out_dim))
+        self.last_logits: Tensor | None = None
+
+    def logits(self, x: Tensor) -> Tensor:
+        return self.out(self.body(x))
+
+    def forward(self, x: Tensor) -> Tensor:
+        logits = self.logits(x)
+        self.last_logits = logits if self.training else None
+        return logits.float().softmax(dim=-1) @ self.names
+
+    def targets(self, text_embeddings: Tensor) -> Tensor:
+        """(n,) vocabulary index of each row of the paired texts' embeddings (its nearest name)."""
+        return (nn.functional.normalize(text_embeddings.float(), dim=-1) @ self.names.T).argmax(dim=-1)
+
+
+def make_head(kind: str, in_dim: int, out_dim: int, dropout: float = 0.1, hidden_dim: int | None = None,
+              vocabulary_size: int | None = None) -> nn.Module:
     """A projection head by name.
 
     Args:
@@ -105,6 +143,8 @@ def make_head(kind: str, in_dim: int, out_dim: int, dropout: float = 0.1) -> nn.
             (only when in_dim == out_dim).
         in_dim: width of the tower's pooled output; out_dim: width of the shared space.
         dropout: for "mlp".
+        hidden_dim: the "mlp" head's hidden width (default out_dim), the "vocab" head's (default 1024).
+        vocabulary_size: number of names of a "vocab" head.
 
     Returns:
         an nn.Module with `.kind`, `.in_dim`, `.out_dim`; (..., in_dim) -> (..., out_dim), not normalised.
@@ -117,7 +157,11 @@ def make_head(kind: str, in_dim: int, out_dim: int, dropout: float = 0.1) -> nn.
     if kind == "linear":
         return LinearHead(in_dim, out_dim)
     if kind == "mlp":
-        return MLPHead(in_dim, out_dim, dropout)
+        return MLPHead(in_dim, out_dim, dropout, hidden_dim)
+    if kind == "vocab":
+        if not vocabulary_size:
+            raise InputError("a vocab head needs its vocabulary (the names it is trained to hear)")
+        return VocabularyHead(in_dim, out_dim, int(vocabulary_size), dropout, hidden_dim)
     if kind == "identity":
         if in_dim != out_dim:
             raise InputError(

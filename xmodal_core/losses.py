@@ -461,6 +461,19 @@ class MaskedMarginSoftmaxLoss(nn.Module):
         return masked_margin_softmax_loss(audio @ image.T, item_ids, self.margin)
 
 
+class VocabularyLoss(nn.Module):
+    """Cross-entropy of a vocabulary head's logits (n, V) against the index of each pair's name (n,),
+    with label smoothing: classification over every name at once, so each step sees all V names
+    as negatives (the in-batch losses see only the batch's)."""
+
+    def __init__(self, label_smoothing: float = 0.1):
+        super().__init__()
+        self.label_smoothing = float(label_smoothing)
+
+    def forward(self, logits: Tensor, targets: Tensor) -> Tensor:
+        return F.cross_entropy(logits.float(), targets, label_smoothing=self.label_smoothing)
+
+
 class L2AlignmentLoss(nn.Module):
     """Teacher-student L2 loss as a module (per-pair: needs no gathering)."""
 

@@ -68,10 +68,10 @@ from trainers.default_model.registration import (
                                                require_default_model,
 )
 from trainers.default_model.sources import build_sources, have_set, heldout_tuxpaint
+from xmodal_core.adapt.speech import trim_silence as _trim  # noqa: F401 - one silence trim for both recipes
 from trainers.default_model.speech_data import (
                                                NUMBER_WORDS,
                                                PlannedUtterance,
-                                               _trim,
                                                augment,
                                                build_speech_set,
                                                plan_speech_set,

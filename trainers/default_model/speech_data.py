@@ -19,6 +19,7 @@ from trainers.default_model.recipe import (
     DefaultModelConfig,
     SpeechDataConfig,
 )
+from xmodal_core.adapt.speech import trim_silence
 from xmodal_core.errors import DatasetError
 from xmodal_core.fsio import atomic_path
 from xmodal_core.progress import Progress
@@ -109,17 +110,6 @@ def plan_speech_set(cfg: DefaultModelConfig, texts: Mapping[str, Sequence[str]] 
     return plan
 
 
-def _trim(samples: np.ndarray, threshold_db: float = -40.0) -> np.ndarray:
-    """Cut leading and trailing 10-ms frames quieter than `threshold_db` below the loudest frame."""
-    hop = 160
-    n = len(samples) // hop
-    if n < 3:
-        return samples
-    energy = np.sqrt((samples[: n * hop].reshape(n, hop) ** 2).mean(axis=1) + 1e-12)
-    loud = np.flatnonzero(20 * np.log10(energy / energy.max()) > threshold_db)
-    return samples[loud[0] * hop:(loud[-1] + 1) * hop] if len(loud) else samples
-
-
 def augment(samples: np.ndarray, copy: str, cfg: SpeechDataConfig, rng: np.random.Generator) -> np.ndarray:
     """One augmented copy of a 16 kHz clip: "clean" (as is), "noise" (speed + white noise) or
     "crop" (trim, cut start/end, then speed + noise). Returns float32 in [-1, 1]."""
@@ -129,7 +119,7 @@ def augment(samples: np.ndarray, copy: str, cfg: SpeechDataConfig, rng: np.rando
     if copy == "clean":
         return x
     if copy == "crop":
-        x = _trim(x)
+        x = trim_silence(x)
         n = len(x)
         start = int(n * rng.uniform(*cfg.crop_start))
         end = int(n * rng.uniform(*cfg.crop_end)) if rng.random() < cfg.crop_p else n

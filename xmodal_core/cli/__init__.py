@@ -23,6 +23,7 @@ COMMAND_MODULES = (
     "xmodal_core.labels",  # export-labels
     "xmodal_core.cli.zeroshot",  # zeroshot
     "xmodal_core.cli.search",  # search
+    "xmodal_core.cli.adapt",  # adapt
     "trainers.default_model.commands",  # default-model
     "trainers.commands",  # train, runs, eval, cancel, worker
 )

@@ -1,6 +1,6 @@
 """`xmodal search`: search a gallery with a spoken, pictured or written query.
 
-    xmodal search --query-audio owl.wav --gallery default [--k 10] [--mode coarse|ctf|fine|cascade|asif] [--json]
+    xmodal search --query-audio owl.wav --gallery default [--k 10] [--mode coarse|ctf|fine|cascade|asif|direct|auto] [--json]
 """
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from xmodal_core.cli.common import print_json
 from xmodal_core.errors import InputError
 
 SEARCH_MODES = {"coarse": "coarse", "ctf": "coarse-to-fine", "coarse-to-fine": "coarse-to-fine", "fine": "fine",
-                "cascade": "cascade", "asif": "asif"}
+                "cascade": "cascade", "asif": "asif", "direct": "direct", "auto": "auto"}
 
 
 def search_query(*, audio: str | None = None, image: str | None = None, text: str | None = None,
@@ -24,7 +24,7 @@ def search_query(*, audio: str | None = None, image: str | None = None, text: st
     if len(given) != 1:
         raise InputError("give exactly one query: --query-audio FILE, --query-image FILE or --query-text TEXT")
     if mode not in SEARCH_MODES:
-        raise InputError(f"unknown mode {mode!r}; use one of coarse, ctf, fine, cascade, asif")
+        raise InputError(f"unknown mode {mode!r}; use one of {', '.join(SEARCH_MODES)}")
     kind, value = given[0]
     if kind != "text" and not Path(value).expanduser().is_file():
         raise InputError(f"query file {value} does not exist")
@@ -35,6 +35,7 @@ def search_query(*, audio: str | None = None, image: str | None = None, text: st
     else:
         result = search(opened, query, SEARCH_MODES[mode], k=int(k), progress=progress)
     return {"mode": result.mode, "query": kind, "model": result.model, "transcript": result.transcript,
+            "path": result.path or None, "heard_as": result.heard_as, "confidence": result.confidence,
             "notes": result.notes, "total_ms": round(result.total_ms, 1),
             "timings": [{"stage": s, "ms": ms} for s, ms in format_timings(result)],
             "hits": [{"rank": h.rank, "score": round(h.score, 4), "id": h.item.id, "caption": h.item.text,

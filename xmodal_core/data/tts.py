@@ -306,22 +306,31 @@ def synthesize_one(req: SpeechRequest) -> Path:
     """
     import soundfile as sf
 
-    from xmodal_core.audio import load_audio
-
     out = cache_path(req)
     if out.is_file() and out.stat().st_size > 44:
         return out
+    samples = synthesize_samples(req)
+    # atomic_path's temporary name is unique: two processes may synthesise the same request at once.
+    with atomic_path(out) as tmp_path:
+        sf.write(tmp_path, samples, SAMPLE_RATE, subtype="PCM_16", format="WAV")
+    return out
+
+
+def synthesize_samples(req: SpeechRequest) -> "np.ndarray":
+    """Speak one request without caching it: (T,) float32 at 16 kHz.
+
+    Raises `AudioError` when the engine fails or produces empty or silent audio,
+    `InputError` when the voice is not installed.
+    """
+    from xmodal_core.audio import load_audio
+
     check_voice(req.voice)  # engines fall back to a default voice on unknown names: refuse instead
     with tempfile.TemporaryDirectory(prefix="xmodal-tts-") as tmp:
         raw = _synthesize_raw(req, Path(tmp))
     try:
-        audio = load_audio(raw, max_seconds=MAX_SECONDS, allow_silent=False)
+        return load_audio(raw, max_seconds=MAX_SECONDS, allow_silent=False).samples
     except AudioError as exc:
         raise AudioError(f"{req.voice.id} produced unusable audio for {req.text[:40]!r}: {exc}") from None
-    # atomic_path's temporary name is unique: two processes may synthesise the same request at once.
-    with atomic_path(out) as tmp_path:
-        sf.write(tmp_path, audio.samples, SAMPLE_RATE, subtype="PCM_16", format="WAV")
-    return out
 
 
 def synthesize(requests: Sequence[SpeechRequest], *, workers: int = WORKERS, progress: Progress | None = None,

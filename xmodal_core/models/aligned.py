@@ -28,8 +28,8 @@ from xmodal_core.models.config import (JsonConfig, check_schedule, check_unit_in
                                        require_encoders)
 
 MODALITIES = ("speech", "text", "image")
-LOSSES = ("cl", "cwcl", "l2", "multitask")
-HEADS = ("linear", "mlp")
+LOSSES = ("cl", "cwcl", "l2", "ce", "multitask")
+HEADS = ("linear", "mlp", "vocab")
 DEFAULT_ENCODERS = {"speech": "whisper-tiny.en", "text": "minilm", "image": "efficientnet-lite0"}
 HEADS_FILE = "heads.safetensors"
 CONFIG_FILE = "config.json"
@@ -49,6 +49,16 @@ class AlignConfig(JsonConfig):
         no_head: towers used as the encoder gives them (no head): their space is the shared one.
             Must be locked (else the shared space would move).
         head: "linear" or "mlp" (linear, GELU, linear, dropout, layer norm: the teacher-student paper).
+            "vocab": a classifier over `vocabulary` whose probabilities weight the names' text
+            embeddings (`heads.VocabularyHead`), trained with loss "ce"; for a tower paired with a
+            locked, head-less text tower (spoken names -> their text).
+        vocabulary: the names of a vocab head (default: every distinct text of the training and
+            validation splits, sorted).
+        freeze_body: a vocab head started `init_from` another trains only the rows of the names that
+            run did not know (adding names to a trained head without moving what it already hears).
+        hidden_dim: the mlp head's hidden width (default: the shared space's width); the vocab head's.
+        init_from: a trained alignment run (folder or id) whose heads and logit scale start this
+            run (same towers, head and widths), e.g. adapting the speech head in use to new words.
         embed_dim: width of the shared space; default the `no_head` tower's width, else 256.
         input_noise: during training only, Gaussian noise of this standard deviation is added to
             the unit-norm features of locked towers that have a head (then re-normalised): a
@@ -62,7 +72,7 @@ class AlignConfig(JsonConfig):
             Needs a locked, head-less text tower (the prior lives in its space) and a tower with a
             classifier. The dev tenth of Tux Paint picked w = 0.3 for the default model.
     Loss:
-        loss: "cl" | "cwcl" | "l2" | "multitask"; multitask sums `loss_weights`, e.g.
+        loss: "cl" | "cwcl" | "l2" | "ce" (vocab heads) | "multitask"; multitask sums `loss_weights`, e.g.
             {"cwcl": 1.0, "l2": 0.5}. CWCL weights and the L2 teacher come from the anchor tower
             (the locked one; with both or none locked, the `no_head` one, else towers[1]).
     Optimisation (AdamW):
@@ -80,6 +90,10 @@ class AlignConfig(JsonConfig):
     locked: str = "both"
     no_head: tuple[str, ...] = ("text",)
     head: str = "mlp"
+    hidden_dim: int | None = None
+    vocabulary: tuple[str, ...] = ()
+    freeze_body: bool = False
+    init_from: str | None = None
     embed_dim: int | None = None
     dropout: float = 0.1
     input_noise: float = 0.0
@@ -128,12 +142,18 @@ class AlignConfig(JsonConfig):
                                  "a fine-tuned tower without a head would move the shared space")
         if len(self.no_head) == 2 and self.locked == "both":
             raise InputError("both towers are locked and have no head: there is nothing to train")
+        if self.hidden_dim is not None and not 1 <= int(self.hidden_dim) <= 16384:
+            raise InputError(f"hidden_dim must be between 1 and 16384; got {self.hidden_dim}")
+        if self.init_from is not None:
+            self.init_from = str(self.init_from)
+        self.vocabulary = tuple(str(v) for v in self.vocabulary)
+        self._check_vocab_head()
         if self.head not in HEADS:
             raise InputError(f"head must be one of {', '.join(HEADS)}; got {self.head!r}")
         if self.loss not in LOSSES:
             raise InputError(f"loss must be one of {', '.join(LOSSES)}; got {self.loss!r}")
         if self.loss == "multitask":
-            bad = sorted(set(self.loss_weights) - {"cl", "cwcl", "l2"})
+            bad = sorted(set(self.loss_weights) - {"cl", "cwcl", "l2", "ce"})
             if not self.loss_weights or bad:
                 raise InputError("loss=multitask needs loss_weights over cl / cwcl / l2, e.g. "
                                  '{"cwcl": 1.0, "l2": 0.5}' + (f"; unknown: {bad}" if bad else ""))
@@ -155,6 +175,17 @@ class AlignConfig(JsonConfig):
         if self.best_metric not in self.metric_names():
             raise InputError(f"best_metric {self.best_metric!r} is not a validation metric of this run; "
                              f"use one of {', '.join(self.metric_names())}")
+
+    def _check_vocab_head(self) -> None:
+        uses_ce = "ce" in self.loss_terms()
+        if self.head != "vocab" and not uses_ce:
+            return
+        if self.head != "vocab" or not uses_ce:
+            raise InputError("a vocab head trains with the ce loss and the ce loss needs a vocab head: set both "
+                             "head=vocab and loss=ce (or loss=multitask with a ce weight)")
+        if "text" not in self.towers or "text" not in self.no_head or not self.is_locked("text"):
+            raise InputError("a vocab head maps onto names in the text space: pair it with a locked, head-less "
+                             "text tower (towers=[..., 'text'], locked=both, no_head=['text'])")
 
     # -- derived settings
 
@@ -202,12 +233,13 @@ class AlignModel(nn.Module):
                  priors: Mapping[str, nn.Module] | None = None):
         super().__init__()
         from xmodal_core.heads import make_head
-        from xmodal_core.losses import ClipLoss, CwclLoss, L2AlignmentLoss
+        from xmodal_core.losses import ClipLoss, CwclLoss, L2AlignmentLoss, VocabularyLoss
 
         self.cfg = cfg
         self.embed_dim = resolve_embed_dim(cfg, in_dims)
         self.towers = nn.ModuleDict(dict(towers or {}))
-        self.heads = nn.ModuleDict({m: make_head(cfg.head, in_dims[m], self.embed_dim, cfg.dropout)
+        self.heads = nn.ModuleDict({m: make_head(cfg.head, in_dims[m], self.embed_dim, cfg.dropout, cfg.hidden_dim,
+                                                 len(cfg.vocabulary) or None)
                                     for m in cfg.towers if m not in cfg.no_head})
         self.priors = nn.ModuleDict(dict(priors or {}))
         terms = cfg.loss_terms()
@@ -219,6 +251,8 @@ class AlignModel(nn.Module):
             self.losses["cwcl"] = CwclLoss(**scale, symmetric=cfg.cwcl_symmetric)
         if "l2" in terms:
             self.losses["l2"] = L2AlignmentLoss()
+        if "ce" in terms:
+            self.losses["ce"] = VocabularyLoss()
 
     def embed(self, modality: str, x: Tensor | Sequence[Any]) -> Tensor:
         """Tower input (features (n, d_in) or raw items) -> (n, embed_dim) unit rows."""
@@ -266,6 +300,9 @@ class AlignModel(nn.Module):
             parts["cwcl"] = self.losses["cwcl"](z_anchor, z_other, weight_source=source)
         if "l2" in self.losses:
             parts["l2"] = self.losses["l2"](z_other, z_anchor)  # student, teacher
+        if "ce" in self.losses:  # the vocab head kept its logits from embedding this batch
+            head = self.heads[cfg.other]
+            parts["ce"] = self.losses["ce"](head.last_logits, head.targets(z_anchor))
         weights = cfg.loss_terms()
         loss = sum(weights[k] * v for k, v in parts.items())
         return loss, parts

@@ -8,6 +8,8 @@ Modes (what each needs):
   (ASIF relative representations). No training.
 - `coarse`: the query and the items embedded into the shared space by the trained model in
   use (`spaces`); dot product over a vector index.
+- `direct` / `auto`: speech through the head adapted to the gallery's names (`xmodal adapt`),
+  against captions and pictures; `auto` falls back to the cascade when unsure (`search.direct`).
 - `coarse-to-fine` / `fine`: FaST-VGS: coarse top-K_c reranked by the cross-attention scorer,
   or every item scored by it (needs a trained FaST-VGS run; images only).
 
@@ -22,7 +24,7 @@ from __future__ import annotations
 
 from xmodal_core.errors import InputError
 from xmodal_core.gallery import DEFAULT_NAME, Gallery, open_gallery
-from xmodal_core.search import modes, vgs
+from xmodal_core.search import direct, modes, vgs
 from xmodal_core.search.anchors import MAX_ANCHORS, anchor_ids, anchor_pairs, split_of
 from xmodal_core.search.targets import IMAGES, RECORDINGS, TARGETS, Target, target_of, transcript_embed_fn
 from xmodal_core.search.types import (CLIPPED_WARNING, MAX_TEXT_CHARS, MODE_HELP, MODES, Clock, Hit, Query,
@@ -34,6 +36,8 @@ MODE_FUNCTIONS = {
     "coarse": modes.coarse,
     "coarse-to-fine": vgs.coarse_to_fine,
     "fine": vgs.fine,
+    "direct": direct.direct,
+    "auto": direct.auto,
 }
 MAX_K = 100
 
@@ -44,7 +48,8 @@ __all__ = ["CLIPPED_WARNING", "IMAGES", "MAX_ANCHORS", "MAX_K", "MAX_TEXT_CHARS"
 
 
 def search(gallery: Gallery, query: Query, mode: str = "cascade", *, target: str | None = None, k: int = 12,
-           k_coarse: int = 100, asif_k: int = 90, asif_p: float = 8.0, space=None, progress=None) -> SearchResult:
+           k_coarse: int = 100, asif_k: int = 90, asif_p: float = 8.0, space=None, progress=None,
+           adapted=None) -> SearchResult:
     """Find the `k` items of `gallery` that best match `query`.
 
     Args:
@@ -58,6 +63,7 @@ def search(gallery: Gallery, query: Query, mode: str = "cascade", *, target: str
         asif_k, asif_p: ASIF's kept anchors per row and exponent.
         space: a `spaces.Space` (default: the model in use).
         progress: callable(done, total) while a gallery is (re-)embedded for the first time.
+        adapted: direct / auto: an `adapt.AdaptState` instead of the gallery's own adaptation.
 
     Raises:
         InputError: a mode the current models cannot do (with what to do instead), bad k.
@@ -73,7 +79,7 @@ def search(gallery: Gallery, query: Query, mode: str = "cascade", *, target: str
     clock = Clock()
     request = modes.Request(gallery, query, mode, target_of(gallery, target), space or spaces.current_space(), clock,
                             result, k=int(k), k_coarse=int(k_coarse), asif_k=int(asif_k), asif_p=float(asif_p),
-                            progress=progress)
+                            progress=progress, adapted=adapted)
     MODE_FUNCTIONS[mode](request)
     result.timings = clock.timings
     return result

@@ -34,6 +34,7 @@ class Request:
     asif_k: int = 90
     asif_p: float = 8.0
     progress: Callable[[int, int], None] | None = None
+    adapted: Any = None  # direct / auto: an `adapt.AdaptState` to use instead of the gallery's own
 
 
 def warm(clock: Clock, what: str, fn) -> Any:

@@ -9,13 +9,15 @@ from typing import Any, Iterator
 from xmodal_core.errors import InputError
 from xmodal_core.gallery import GalleryItem
 
-MODES = ("cascade", "asif", "coarse", "coarse-to-fine", "fine")
+MODES = ("cascade", "asif", "coarse", "coarse-to-fine", "fine", "direct", "auto")
 MODE_HELP = {
     "cascade": "ASR then text: transcript → MiniLM → nearest captions (no training needed)",
     "asif": "ASIF: pretrained spaces compared through paired caption/image anchors (no training needed)",
     "coarse": "one vector per query and image in the shared space of the trained model in use",
     "coarse-to-fine": "FaST-VGS: coarse top-K_c, reranked by the fine cross-attention scorer",
     "fine": "FaST-VGS: every gallery item scored by the fine cross-attention scorer (slow)",
+    "direct": "speech head adapted to the gallery's names (no ASR) → captions and pictures, fused",
+    "auto": "direct when the adapted head is sure of the name, else the ASR cascade (says which answered)",
 }
 MAX_TEXT_CHARS = 1000
 CLIPPED_WARNING = 0.01  # share of samples at full scale above which a recording counts as clipped
@@ -81,6 +83,9 @@ class SearchResult:
     timings: list[tuple[str, float]] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     model: str = ""
+    path: str = ""  # direct / auto: which path answered ("direct" or "cascade")
+    confidence: float | None = None  # direct / auto: top cosine of the query to the gallery's names
+    heard_as: str | None = None  # direct / auto: the nearest name
 
     @property
     def total_ms(self) -> float:
