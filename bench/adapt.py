@@ -208,7 +208,7 @@ def timing_eval(cfg, n_new: int = 1000, n_more: int = 10) -> dict[str, Any]:
     each time in an incremental run from the base head, with the clip and feature caches as they
     are (the base clips cached, the new words never seen): seconds per stage."""
     from xmodal_core.adapt.core import adapt_vocabulary, base_state, general_words
-    from xmodal_core.adapt.vocabulary import Vocabulary, VocabularyBuilder, base_vocabulary
+    from xmodal_core.adapt.vocabulary import VocabularyBuilder, base_vocabulary
 
     base = base_vocabulary().build()
     words = general_words(n_new + n_more, base.texts, seed=int(time.time()))  # new words each run: cold caches
@@ -219,7 +219,7 @@ def timing_eval(cfg, n_new: int = 1000, n_more: int = 10) -> dict[str, Any]:
         for e in base.entries:
             b.add(e.text, e.source)
         b.add_all(extra, "general")
-        vocab: Vocabulary = b.build()
+        vocab = b.build()
         report = adapt_vocabulary("bench-timing", vocab, config=cfg, start=start)
         out[label] = {"seconds": report.seconds, "mode": report.mode, "clips": report.clips,
                       "synthesised": report.clips_made, "new_entries": report.new_entries,

@@ -10,6 +10,7 @@ digest of the recipe that produced it, and `xmodal adapt --gallery default --ful
 from __future__ import annotations
 
 import argparse
+import functools
 import hashlib
 import json
 import shutil
@@ -55,7 +56,15 @@ def shipped_state() -> dict[str, Any] | None:
 
 
 def origin() -> str:
-    """"shipped:" + a digest of the shipped head's files (changes when a new head is committed)."""
+    """"shipped:" + a digest of the shipped head's files (changes when a new head is committed);
+    hashed once per file state, since every direct search asks."""
+    stats = tuple((name, p.stat().st_size, p.stat().st_mtime_ns) if (p := SHIPPED_DIR / name).is_file() else (name,)
+                  for name in FILES)
+    return _origin(stats)
+
+
+@functools.lru_cache(maxsize=4)
+def _origin(stats: tuple) -> str:
     h = hashlib.sha256()
     for name in FILES:
         path = SHIPPED_DIR / name
