@@ -7,8 +7,8 @@ import gradio as gr
 from pages._ui import HEAVY, HEAVY_LIMIT, guarded, progress_fn, warn
 from xmodal_core import gallery as galleries
 from xmodal_core import labels
-from xmodal_core.search import (MODE_HELP, MODES, Query, check_mode, find_gallery, format_timings, hit_rows,
-                                search, search_recordings)
+from xmodal_core.search import (DEFAULT_K_COARSE, MODE_HELP, MODES, Query, check_mode, find_gallery, format_timings,
+                                hit_rows, search, search_recordings)
 
 QUERY_KINDS = {"Record": "speech-mic", "Audio file": "speech-file", "Image": "image", "Text": "text"}
 HIT_HEADERS = ["rank", "score", "caption", "item"]
@@ -175,7 +175,7 @@ def build(shared: dict) -> None:
                                      allow_custom_value=False, elem_id="search-gallery")
             mode = gr.Radio(list(MODES), value="cascade", label="Mode", elem_id="search-mode")
             mode_md = gr.Markdown(f"*{MODE_HELP['cascade']}*")
-            k_coarse = gr.Slider(10, 500, value=100, step=10, label="K_c (coarse candidates to rerank)",
+            k_coarse = gr.Slider(10, 500, value=DEFAULT_K_COARSE, step=10, label="K_c (coarse candidates to rerank)",
                                  visible=False)
             k = gr.Slider(1, 48, value=12, step=1, label="Results")
             with gr.Accordion("ASIF settings", open=False):

@@ -306,7 +306,7 @@ def test_a_fast_vgs_run_enables_coarse_to_fine_and_fine_search(runner, spoken_di
 
     _, drop = sp.index_folder(str(spoken_digits_with_pictures))
     query = str(fsdd_dir / "2_jackson_5.wav")
-    for mode, stage in (("coarse-to-fine", "coarse top-4 + fine rerank"), ("fine", "fine scorer over all 4 images")):
+    for mode, stage in (("coarse-to-fine", "fine rerank of 4 (one batch)"), ("fine", "fine scorer over all 4 images")):
         heard, grid, timings, hits, _ = sp.run_search("speech-file", None, query, None, "", drop["value"], mode,
                                                       4, 100, 90, 8.0)
         assert len(hits) == 4 and sorted(h[3] for h in hits) == sorted(f"folder:digit_{w}.png" for w in DIGITS)

@@ -19,9 +19,10 @@ from torch import Tensor
 from trainers.common import DistInfo, init_distributed, seed_everything
 from trainers.loop import Recipe, TrainResult, evaluate_saved_run, train_loop, train_queued_run
 from xmodal_core.errors import DatasetError
-from xmodal_core.models.vgs import CONFIG_FILE, FastVGS, VGSConfig, load_vgs, save_config, save_model
+from xmodal_core.models.vgs import CONFIG_FILE, FastVGS, SharedVGS, VGSConfig, load_vgs, save_config, save_model
 
-__all__ = ["VGSSplit", "load_vgs_split", "positives", "evaluate", "train", "evaluate_run", "train_run"]
+__all__ = ["VGSSplit", "load_vgs_split", "positives", "evaluate", "train", "evaluate_run", "train_run", "PairSplit",
+           "load_pair_splits", "evaluate_shared", "train_shared", "hard_negatives"]
 
 
 # =============================================================================== data
@@ -194,17 +195,218 @@ def train(cfg: VGSConfig, train_split: VGSSplit, val_split: VGSSplit | None, ctx
     if info.is_main:
         save_config(ctx.run_dir, cfg, dims)
 
+    return _fit(cfg, model, train_split, val_split, evaluate, ctx, info)
+
+
+def _fit(cfg: VGSConfig, model, train_split, val_split, evaluate_fn, ctx: Any, info: DistInfo,
+         dataset_name: str | None = None) -> TrainResult:
+    """Either FaST-VGS model on `trainers.loop`, validated by `evaluate_fn(model, val_split, cfg, device=)`."""
     validate = None
     if val_split is not None and len(val_split):
-        def validate(model: FastVGS) -> dict[str, float]:
-            return evaluate(model, val_split, cfg, device=device)
+        def validate(model) -> dict[str, float]:
+            return evaluate_fn(model, val_split, cfg, device=info.device)
 
     recipe = Recipe(model=model, n_train=len(train_split), inputs=train_split.batch,
                     lr_of=lambda name: cfg.scaled_lr(), base_lr=cfg.scaled_lr(),
                     save=lambda model: save_model(ctx.run_dir, model), artifact="model", evaluate=validate,
                     scalars=lambda model: {"coarse_scale": float(model.coarse_scale.log_scale.detach().exp())},
                     config_file=Path(ctx.run_dir) / CONFIG_FILE)
-    return train_loop(cfg, recipe, ctx, info)
+    return train_loop(cfg, recipe, ctx, info, dataset_name=dataset_name)
+
+
+# =============================================================================== the shared-space FaST-VGS
+
+@dataclass
+class PairSplit:
+    """A gallery's adaptation pairs ready for `SharedVGS`: the clips of one split and every item.
+
+    frames/offsets: the clips' Whisper frames packed end to end (float16) and where each starts;
+    rows: (N, 384) adapted-head rows; groups: (N,) entry ids; positives: per clip, item rows;
+    hard: (N, hard_k) item rows of the clip's coarse top that do not show it (the fine loss's
+    negatives); item_tokens/item_mask: (M, P, di) grid tokens; item_rows: (M, 384) fused rows.
+    """
+
+    frames: Tensor
+    offsets: Tensor
+    rows: Tensor
+    groups: Tensor
+    positives: list[list[int]]
+    hard: Tensor
+    item_ids: list[str]
+    item_tokens: Tensor
+    item_mask: Tensor
+    item_rows: Tensor
+    negatives: int = 15
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def clip_frames(self, index: Sequence[int], device: torch.device | str = "cpu") -> tuple[Tensor, Tensor]:
+        """(B, T, ds) frames of clips `index`, zero-padded to the longest, and (B, T) mask."""
+        lengths = [int(self.offsets[i + 1] - self.offsets[i]) for i in index]
+        t = max(1, max(lengths))
+        out = torch.zeros(len(index), t, self.frames.shape[1])
+        for j, (i, n) in enumerate(zip(index, lengths)):
+            out[j, :n] = self.frames[int(self.offsets[i]):int(self.offsets[i]) + n].float()
+        mask = torch.arange(t)[None, :] < torch.tensor(lengths)[:, None]
+        return out.to(device), mask.to(device)
+
+    def batch(self, index: Tensor, device: torch.device | str = "cpu") -> tuple:
+        """`SharedVGS.forward`'s inputs for clips `index`: each clip's picture (one of its positives,
+        at random) and `negatives` hard negatives drawn from its coarse top."""
+        idx = index.tolist()
+        b, k = len(idx), min(self.negatives, self.hard.shape[1])
+        own = torch.tensor([self.positives[i][int(torch.randint(len(self.positives[i]), ()))] for i in idx])
+        pick = torch.rand(b, self.hard.shape[1]).argsort(1)[:, :k]
+        neg = torch.gather(self.hard[index], 1, pick)
+        uniq, inverse = torch.unique(neg.reshape(-1), return_inverse=True)
+        order = torch.cat([own, uniq])  # the first b rows of the item side: the clips' own pictures, in order
+        cand = torch.cat([torch.arange(b)[:, None], b + inverse.reshape(b, k)], dim=1)
+        frames, mask = self.clip_frames(idx, device)
+        return (frames, mask, self.rows[index].to(device), self.item_tokens[order].to(device, torch.float32),
+                self.item_mask[order].to(device), self.item_rows[order].to(device), self.groups[index].to(device),
+                cand.to(device))
+
+
+def _pack(tokens: Tensor, mask: Tensor) -> tuple[list[Tensor], list[int]]:
+    lengths = mask.sum(1).tolist()
+    return [tokens[i, :n].half() for i, n in enumerate(lengths)], lengths
+
+
+def hard_negatives(rows: Tensor, item_rows: Tensor, positives: Sequence[Sequence[int]], hard_k: int,
+                   chunk: int = 2048) -> Tensor:
+    """(N, hard_k) item rows of each clip's coarse top (by `rows @ item_rows.T`) that do not show it."""
+    out = []
+    for c in range(0, len(rows), chunk):
+        sims = rows[c:c + chunk] @ item_rows.T
+        for j, pos in enumerate(positives[c:c + chunk]):
+            sims[j, list(pos)] = -float("inf")
+        out.append(sims.topk(min(hard_k, item_rows.shape[0] - 1), dim=1).indices)
+    return torch.cat(out)
+
+
+def load_pair_splits(cfg: VGSConfig, progress: Any = None) -> tuple[PairSplit, PairSplit, dict[str, Any]]:
+    """Train and val (held-out voices) splits of `cfg.gallery`'s adaptation pairs, with everything
+    the shared-space model reads: frames (cached Whisper tokens), adapted-head rows, the gallery's
+    fused rows and grid tokens. Also returns what it was built from (for the run's config)."""
+    import numpy as np
+
+    from xmodal_core.adapt.core import head_embed, speech_features
+    from xmodal_core.adapt.pairs import gallery_pairs
+    from xmodal_core.data.features import FeatureCache
+    from xmodal_core.data.manifest import Record
+    from xmodal_core.gallery import open_gallery
+    from xmodal_core.search.direct import adapted_state, fused_item_embeddings
+    from xmodal_core.spaces import current_space
+
+    gallery = open_gallery(cfg.gallery)
+    pairs = gallery_pairs(gallery, voices=cfg.pair_voices)
+    state = adapted_state(gallery.name)
+    space = current_space()
+    fused, ok = fused_item_embeddings(gallery, space)
+    row_of = {it.id: i for i, it in enumerate(gallery.items)}
+    keep = [row_of[i] for i in pairs.item_ids]
+    if not ok[keep].all():
+        raise DatasetError(f"{int((~ok[keep]).sum())} captioned items of {gallery.name} have neither a caption "
+                           "embedding nor a picture embedding")
+    item_rows = torch.from_numpy(np.ascontiguousarray(fused[keep]))
+    image_cache = FeatureCache(cfg.encoders["image"])
+    items = [gallery.items[i] for i in keep]
+    i_tok, i_mask = image_cache.get_tokens([Record(id=it.id, image=it.image) for it in items], "image")
+    speech_cache = FeatureCache(cfg.encoders["speech"])
+    splits, entry_code = {}, {}
+    for name, want in (("train", cfg.train_split), ("val", cfg.val_split)):
+        idx = pairs.split("train" if want == "train" else "val")
+        records = [pairs.records[i] for i in idx]
+        pooled = speech_features(records)
+        rows = torch.from_numpy(head_embed(state.run_dir, pooled))
+        frames, lengths = [], []
+        for c in range(0, len(records), 512):
+            tok, mask = speech_cache.get_tokens(records[c:c + 512], "speech")
+            f, n = _pack(tok, mask)
+            frames += f
+            lengths += n
+            if progress is not None:
+                progress(min(c + 512, len(records)), len(records))
+        positives = [pairs.positives[i] for i in idx]
+        groups = torch.tensor([entry_code.setdefault(pairs.entries[i], len(entry_code)) for i in idx])
+        splits[name] = PairSplit(frames=torch.cat(frames), offsets=torch.tensor([0] + lengths).cumsum(0),
+                                 rows=rows, groups=groups, positives=positives,
+                                 hard=hard_negatives(rows, item_rows, positives, cfg.hard_k),
+                                 item_ids=pairs.item_ids, item_tokens=i_tok.half(), item_mask=i_mask,
+                                 item_rows=item_rows, negatives=cfg.negatives)
+    source = {"gallery": gallery.name, "items": len(pairs.item_ids), "adapted_run": state.run_id,
+              "adapted_origin": getattr(state, "origin", ""), "image_space": space.key("image")}
+    return splits["train"], splits["val"], source
+
+
+@torch.no_grad()
+def _item_memory(model: SharedVGS, tokens: Tensor, mask: Tensor, device: torch.device, batch: int = 256):
+    parts = [model.item_memory(tokens[i:i + batch].to(device, torch.float32), mask[i:i + batch].to(device))
+             for i in range(0, len(tokens), batch)]
+    return torch.cat([p[0].half() for p in parts]), torch.cat([p[1] for p in parts])
+
+
+@torch.no_grad()
+def evaluate_shared(model: SharedVGS, split: PairSplit, cfg: VGSConfig, *, device: torch.device | str = "cpu",
+                    ks: Sequence[int] = (1, 5, 10), k_coarse: int | None = None, query_batch: int = 64
+                    ) -> dict[str, float]:
+    """Coarse and coarse-to-fine speech -> item R@k of every clip over all the gallery's items
+    (a hit: any item the clip names), and milliseconds per query of each."""
+    from xmodal_core.adapt.pairs import positive_matrix
+    from xmodal_core.metrics import recall_at_k, recall_of_ranking
+
+    device = torch.device(device)
+    was_training = model.training
+    model.eval()
+    try:
+        pos = positive_matrix(split.positives, len(split.item_ids))
+        i_c = model.item_coarse(split.item_rows.to(device))
+        i_kv, i_mask = _item_memory(model, split.item_tokens, split.item_mask, device)
+        start = time.perf_counter()
+        s_c = model.speech_coarse(split.rows.to(device))
+        sim = (s_c @ i_c.T).float().cpu()
+        coarse_ms = (time.perf_counter() - start) * 1000 / max(1, len(split))
+        out = {f"s2i_coarse_r@{k[2:]}": v for k, v in recall_at_k(sim, pos, ks).items()}
+        kc = min(k_coarse or cfg.k_coarse, len(split.item_ids))
+        ranked = []
+        start = time.perf_counter()
+        for q0 in range(0, len(split), query_batch):
+            q = list(range(q0, min(q0 + query_batch, len(split))))
+            top = sim[q].topk(kc, dim=1).indices  # (b, kc)
+            frames, mask = split.clip_frames(q, device)
+            s_kv, s_m = model.speech_memory(frames, mask)
+            rows = top.to(device)
+            fine = model.fine_scores(s_kv, s_m, s_c[q], i_kv[rows].float(), i_mask[rows], i_c[rows]).float().cpu()
+            order = fine.argsort(dim=1, descending=True, stable=True)
+            ranked.append(torch.gather(top, 1, order)[:, :max(ks)])
+        ctf_ms = (time.perf_counter() - start) * 1000 / max(1, len(split))
+        ranked_t = torch.cat(ranked)
+        if ranked_t.shape[1] < max(ks):
+            ranked_t = torch.cat([ranked_t, ranked_t[:, -1:].expand(-1, max(ks) - ranked_t.shape[1])], dim=1)
+        out.update({f"s2i_ctf_r@{k[2:]}": v for k, v in recall_of_ranking(ranked_t, pos, ks).items()})
+        out["coarse_ms_per_query"] = coarse_ms
+        out["ctf_ms_per_query"] = ctf_ms
+        return out
+    finally:
+        model.train(was_training)
+
+
+def train_shared(cfg: VGSConfig, train_split: PairSplit, val_split: PairSplit | None, ctx: Any, *,
+                 info: DistInfo | None = None, source: dict | None = None) -> TrainResult:
+    """The shared-space FaST-VGS on `trainers.loop` (stop, resume, torchrun as for every run);
+    the kept epoch goes to `run_dir/model.safetensors` with `run_dir/config.json`."""
+    info = info or init_distributed(cfg.device)
+    device = info.device
+    seed_everything(cfg.seed)
+    dims = dict(speech_dim=int(train_split.frames.shape[-1]), image_dim=int(train_split.item_tokens.shape[-1]),
+                image_tokens=int(train_split.item_tokens.shape[1]), coarse_dim=int(train_split.rows.shape[1]))
+    model = SharedVGS(cfg, **dims)
+    model.set_image_basis(train_split.item_tokens, train_split.item_mask, cfg.seed)
+    model = model.to(device)
+    if info.is_main:
+        save_config(ctx.run_dir, cfg, dims, source)
+    return _fit(cfg, model, train_split, val_split, evaluate_shared, ctx, info, f"pairs-{cfg.gallery}")
 
 
 # =============================================================================== entry points
@@ -216,4 +418,10 @@ def evaluate_run(run_dir_or_id: str | int | Path, dataset: str, split: str = "te
 
 def train_run(run: Any, ctx: Any) -> None:
     """What the run queue calls for kind "vgs"."""
-    train_queued_run(VGSConfig.from_dict(run.config), ctx, load_vgs_split, train)
+    cfg = VGSConfig.from_dict(run.config)
+    if cfg.coarse == "shared":
+        info = init_distributed(cfg.device)
+        train_split, val_split, source = load_pair_splits(cfg)
+        train_shared(cfg, train_split, val_split, ctx, info=info, source=source)
+        return
+    train_queued_run(cfg, ctx, load_vgs_split, train)

@@ -11,11 +11,23 @@ The public API (see README "Python API"):
 Importing the package is cheap: everything loads on first use.
 """
 import os
+import sys
 
 # No model hub is reachable from the machines xmodal runs on; never try (set HF_HUB_OFFLINE=0 to allow it).
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", os.environ["HF_HUB_OFFLINE"])
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# numpy's OpenBLAS threads spin after every call and take the cores from torch's next op: on 2 cores
+# that made a spoken query's Whisper pass 2-3x slower inside a search (15 -> 40 ms, bench/vgs.py).
+# xmodal's numpy work is small; set OPENBLAS_NUM_THREADS to change it.
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+if "numpy" in sys.modules:  # loaded before xmodal_core: the variable comes too late, limit the pool itself
+    try:
+        from threadpoolctl import threadpool_limits
+
+        threadpool_limits(int(os.environ["OPENBLAS_NUM_THREADS"]), user_api="blas")
+    except (ImportError, ValueError):
+        pass
 
 __version__ = "0.1.0"
 __all__ = ["Model", "ZeroShot", "load", "search", "zeroshot"]

@@ -56,18 +56,23 @@ def shipped_state() -> dict[str, Any] | None:
 
 
 def origin() -> str:
-    """"shipped:" + a digest of the shipped head's files (changes when a new head is committed);
-    hashed once per file state, since every direct search asks."""
-    stats = tuple((name, p.stat().st_size, p.stat().st_mtime_ns) if (p := SHIPPED_DIR / name).is_file() else (name,)
-                  for name in FILES)
-    return _origin(stats)
+    """"shipped:" + a digest of the shipped head's files (changes when a new head is committed)."""
+    return files_origin(SHIPPED_DIR, FILES)
 
 
-@functools.lru_cache(maxsize=4)
-def _origin(stats: tuple) -> str:
+def files_origin(folder: Path, files: tuple[str, ...]) -> str:
+    """"shipped:" + 16 hex digits of the files' bytes; hashed once per file state (size, mtime),
+    since every search that uses a shipped model asks."""
+    stats = tuple((name, p.stat().st_size, p.stat().st_mtime_ns) if (p := folder / name).is_file() else (name,)
+                  for name in files)
+    return _origin(str(folder), files, stats)
+
+
+@functools.lru_cache(maxsize=8)
+def _origin(folder: str, files: tuple[str, ...], stats: tuple) -> str:
     h = hashlib.sha256()
-    for name in FILES:
-        path = SHIPPED_DIR / name
+    for name in files:
+        path = Path(folder) / name
         h.update(path.read_bytes() if path.is_file() else b"")
     return "shipped:" + h.hexdigest()[:16]
 

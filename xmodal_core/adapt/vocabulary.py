@@ -97,6 +97,18 @@ def entry_of(text: str) -> str:
     return _ARTICLE.sub("", text).strip().lower()
 
 
+def spoken_form(text: str) -> str:
+    """A caption as said in full: "A Frog." -> "a frog" (`entry_of` also drops the article)."""
+    return _cut(_clean(text)).rstrip(".!?;:, ").lower()
+
+
+def item_forms(caption: str | None) -> set[str]:
+    """The forms a person may say for a captioned item: its entry and its caption as written."""
+    if not isinstance(caption, str) or not caption.strip():
+        return set()
+    return {f for f in (entry_of(caption), spoken_form(caption)) if f}
+
+
 def stem_words(stem: str) -> str:
     """A file or folder name as words: "red_fox-2" -> "red fox", "BigCat" -> "big cat"."""
     words = _STEM_NOISE.sub(" ", stem)
@@ -126,7 +138,7 @@ class VocabularyBuilder:
         if not speakable(entry):
             self.dropped.append((text[:80], "no installed English voice can say it (no Latin letters or digits)"))
             return
-        spoken = _cut(_clean(form or text)).rstrip(".!?;:, ").lower()
+        spoken = spoken_form(form or text)
         old = self._entries.get(entry)
         if old is None:
             if len(self._entries) >= MAX_ENTRIES:

@@ -11,7 +11,9 @@ Modes (what each needs):
 - `direct` / `auto`: speech through the head adapted to the gallery's names (`xmodal adapt`),
   against captions and pictures; `auto` falls back to the cascade when unsure (`search.direct`).
 - `coarse-to-fine` / `fine`: FaST-VGS: coarse top-K_c reranked by the cross-attention scorer,
-  or every item scored by it (needs a trained FaST-VGS run; images only).
+  or every item scored by it (images only). The shipped run (`adapt.shipped_vgs`) is used when
+  no other FaST-VGS run is chosen; its coarse stage is the direct path's (adapted head against
+  captions + pictures).
 
 A search knows its target: gallery images, or spoken captions (`gallery.recordings_gallery()`,
 whose items are recordings by people; their text is their Whisper transcript). Every search
@@ -27,7 +29,7 @@ from xmodal_core.gallery import DEFAULT_NAME, Gallery, open_gallery
 from xmodal_core.search import direct, modes, vgs
 from xmodal_core.search.anchors import MAX_ANCHORS, anchor_ids, anchor_pairs, split_of
 from xmodal_core.search.targets import IMAGES, RECORDINGS, TARGETS, Target, target_of, transcript_embed_fn
-from xmodal_core.search.types import (CLIPPED_WARNING, MAX_TEXT_CHARS, MODE_HELP, MODES, Clock, Hit, Query,
+from xmodal_core.search.types import (CLIPPED_WARNING, DEFAULT_K_COARSE, MAX_TEXT_CHARS, MODE_HELP, MODES, Clock, Hit, Query,
                                       SearchResult, check_mode, format_timings, hit_rows)
 
 MODE_FUNCTIONS = {
@@ -41,14 +43,14 @@ MODE_FUNCTIONS = {
 }
 MAX_K = 100
 
-__all__ = ["CLIPPED_WARNING", "IMAGES", "MAX_ANCHORS", "MAX_K", "MAX_TEXT_CHARS", "MODES", "MODE_FUNCTIONS",
+__all__ = ["CLIPPED_WARNING", "DEFAULT_K_COARSE", "IMAGES", "MAX_ANCHORS", "MAX_K", "MAX_TEXT_CHARS", "MODES", "MODE_FUNCTIONS",
            "MODE_HELP", "RECORDINGS", "TARGETS", "Hit", "Query", "SearchResult", "Target", "anchor_ids",
            "anchor_pairs", "check_mode", "find_gallery", "format_timings", "hit_rows", "search",
            "search_recordings", "split_of", "target_of", "transcript_embed_fn"]
 
 
 def search(gallery: Gallery, query: Query, mode: str = "cascade", *, target: str | None = None, k: int = 12,
-           k_coarse: int = 100, asif_k: int = 90, asif_p: float = 8.0, space=None, progress=None,
+           k_coarse: int = DEFAULT_K_COARSE, asif_k: int = 90, asif_p: float = 8.0, space=None, progress=None,
            adapted=None) -> SearchResult:
     """Find the `k` items of `gallery` that best match `query`.
 
@@ -59,7 +61,7 @@ def search(gallery: Gallery, query: Query, mode: str = "cascade", *, target: str
         mode: one of `MODES`.
         target: "images" or "recordings" (default: what the gallery holds).
         k: hits to return, 1 .. 100.
-        k_coarse: coarse candidates reranked in coarse-to-fine (K_c).
+        k_coarse: coarse candidates reranked in coarse-to-fine (K_c; default from the benchmark's sweep).
         asif_k, asif_p: ASIF's kept anchors per row and exponent.
         space: a `spaces.Space` (default: the model in use).
         progress: callable(done, total) while a gallery is (re-)embedded for the first time.

@@ -53,25 +53,39 @@ def speech_embedding(req: Request, state) -> np.ndarray:
         return model.embed_speech([req.query.audio])
 
 
-def _item_scores(req: Request, q: np.ndarray) -> np.ndarray:
-    """(N,) fused scores of every item for the query row `q`."""
-    gallery, space, clock = req.gallery, req.space, req.clock
-    key, fn = warm(clock, "MiniLM", IMAGES.text_embed)
-    with clock.stage("caption index (cached)"):
-        captions, cap_ok = gallery.embeddings_in_memory(key, fn, what="text", progress=req.progress)
+def fused_item_embeddings(gallery, space, clock=None, progress=None) -> tuple[np.ndarray, np.ndarray]:
+    """(N, 384) item rows whose dot product with a unit speech row is the fused direct score
+    (`CAPTION_WEIGHT` x caption cosine + the rest x picture cosine; one of them alone where the
+    item has only that), and (N,) bool: items that have either.
+
+    The mix is linear, so one row per item serves a vector index as well (the FaST-VGS coarse
+    stage, `search.vgs`)."""
+    from contextlib import nullcontext
+
+    stage = clock.stage if clock is not None else (lambda _name: nullcontext())
+    key, fn = IMAGES.text_embed() if clock is None else warm(clock, "MiniLM", IMAGES.text_embed)
+    with stage("caption index (cached)"):
+        captions, cap_ok = gallery.embeddings_in_memory(key, fn, what="text", progress=progress)
     has_caption = cap_ok & np.array([bool((it.caption or "").strip()) for it in gallery.items])
     if space.can("image"):
-        with clock.stage("image index (cached)"):
+        with stage("image index (cached)"):
             images, img_ok = gallery.embeddings_in_memory(f"shared:{space.key('image')}",
-                                                lambda its: space.embed("image", [it.image for it in its]),
-                                                progress=req.progress)
+                                                          lambda its: space.embed("image", [it.image for it in its]),
+                                                          progress=progress)
     else:
         images, img_ok = np.zeros_like(captions), np.zeros(len(gallery), dtype=bool)
-    with clock.stage("fused scores"):
-        cap, img = captions @ q[0], images @ q[0]
-        w = CAPTION_WEIGHT if img_ok.any() else 1.0
-        scores = np.where(has_caption & img_ok, w * cap + (1 - w) * img, np.where(has_caption, cap, img))
-        return np.where(has_caption | img_ok, scores, -np.inf)
+    w = CAPTION_WEIGHT if img_ok.any() else 1.0
+    both = (has_caption & img_ok)[:, None]
+    rows = np.where(both, w * captions + (1 - w) * images, np.where(has_caption[:, None], captions, images))
+    ok = has_caption | img_ok
+    return np.where(ok[:, None], rows, 0.0).astype(np.float32), ok
+
+
+def _item_scores(req: Request, q: np.ndarray) -> np.ndarray:
+    """(N,) fused scores of every item for the query row `q`."""
+    rows, ok = fused_item_embeddings(req.gallery, req.space, req.clock, req.progress)
+    with req.clock.stage("fused scores"):
+        return np.where(ok, rows @ q[0], -np.inf)
 
 
 def _answer(req: Request, q: np.ndarray) -> None:

@@ -15,7 +15,7 @@ from xmodal_core.errors import InputError
 from xmodal_core.gallery import Gallery, image_embed_fn, text_embed_fn
 from xmodal_core.search import anchors
 from xmodal_core.search.targets import IMAGES, RECORDINGS, Target
-from xmodal_core.search.types import Clock, Hit, Query, SearchResult
+from xmodal_core.search.types import DEFAULT_K_COARSE, Clock, Hit, Query, SearchResult
 
 
 @dataclass
@@ -30,7 +30,7 @@ class Request:
     clock: Clock
     result: SearchResult
     k: int = 12
-    k_coarse: int = 100
+    k_coarse: int = DEFAULT_K_COARSE
     asif_k: int = 90
     asif_p: float = 8.0
     progress: Callable[[int, int], None] | None = None

@@ -14,12 +14,16 @@ MODE_HELP = {
     "cascade": "ASR then text: transcript → MiniLM → nearest captions (no training needed)",
     "asif": "ASIF: pretrained spaces compared through paired caption/image anchors (no training needed)",
     "coarse": "one vector per query and image in the shared space of the trained model in use",
-    "coarse-to-fine": "FaST-VGS: coarse top-K_c, reranked by the fine cross-attention scorer",
-    "fine": "FaST-VGS: every gallery item scored by the fine cross-attention scorer (slow)",
+    "coarse-to-fine": "FaST-VGS: coarse top-K_c (adapted speech head → captions + pictures), reranked by the fine "
+                      "cross-attention scorer over Whisper frames and picture grids (no ASR)",
+    "fine": "FaST-VGS: every gallery item scored by the fine cross-attention scorer (slower, for comparison)",
     "direct": "speech head adapted to the gallery's names (no ASR) → captions and pictures, fused",
     "auto": "direct when the adapted head is sure of the name, else the ASR cascade (says which answered)",
 }
 MAX_TEXT_CHARS = 1000
+# Coarse candidates the FaST-VGS fine scorer reranks by default: chosen by the K_c sweep of bench/vgs.py
+# (people's Tux Paint recordings: R@10 reaches the fine scorer's over all items at 50, 25 loses 0.015).
+DEFAULT_K_COARSE = 50
 CLIPPED_WARNING = 0.01  # share of samples at full scale above which a recording counts as clipped
 
 
