@@ -83,8 +83,9 @@ def _run_search(kind, mic, audio_file, image_file, text, gallery_name, mode, k, 
         result = search(gallery, query, mode, k=int(k), k_coarse=int(k_coarse), asif_k=int(asif_k),
                         asif_p=float(asif_p), progress=report)
     warn(result.notes)
-    if query.kind == "speech" and result.path == "direct":
-        heard = f"**Heard as (direct, no ASR):** “{result.heard_as}” (cosine {result.confidence:.2f})"
+    if query.kind == "speech" and result.heard_as is not None and result.transcript is None:
+        how = "direct" if result.path == "direct" else "adapted head"
+        heard = f"**Heard as ({how}, no ASR):** “{result.heard_as}” (cosine {result.confidence:.2f})"
     elif query.kind == "speech":
         heard = f"**Heard as:** “{result.transcript}”" if result.transcript is not None else \
             "**Heard as:** (speech embedded directly; no transcript in this mode)"
