@@ -62,6 +62,7 @@ class Scorer:
         """Frames and adapted-head rows of recordings (one Whisper pass each)."""
         import torch
 
+        from xmodal_core.encoders.whisper import mean_pool
         from xmodal_core.registry import get_encoder
 
         enc = get_encoder(self.retriever.config.encoders["speech"])
@@ -69,7 +70,7 @@ class Scorer:
         with torch.no_grad():
             for a in audios:
                 tok, mask = enc.encode_tokens([a])
-                pooled = (tok * mask[..., None]).sum(1) / mask.sum(1, keepdim=True).clamp(min=1)
+                pooled = mean_pool(tok, mask)
                 out.append((tok, mask, self.head.model.embed("speech", pooled)))
         return out
 

@@ -477,7 +477,8 @@ def length_batches(lengths: Sequence[int], batch_size: int, max_padding: float =
     return batches
 
 
-def _mean_pool(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+def mean_pool(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """(B, T, d) frames, (B, T) mask -> (B, d) mean over the real frames."""
     m = mask.to(hidden.dtype)[..., None]
     return (hidden * m).sum(1) / m.sum(1).clamp(min=1.0)
 
@@ -524,7 +525,7 @@ class WhisperEncoder(Encoder):
     def _pooled(self, samples: Sequence[np.ndarray]) -> torch.Tensor:
         model = self.model
         hidden, mask = run_encoder(model, [log_mel(s, self.device) for s in samples])
-        return _mean_pool(hidden, mask)
+        return mean_pool(hidden, mask)
 
     @torch.no_grad()
     def encode_batch(self, items: Sequence[Any]) -> torch.Tensor:
@@ -578,7 +579,7 @@ class WhisperEncoder(Encoder):
             hidden = model.model.encoder(feats).last_hidden_state  # (b, 1500, d)
             pos = torch.tensor([n_mel_frames(len(s)) // 2 for s in samples], device=self.device)
             mask = torch.arange(hidden.shape[1], device=self.device)[None, :] < pos[:, None]
-            emb = torch.nn.functional.normalize(_mean_pool(hidden, mask).float(), dim=-1)
+            emb = torch.nn.functional.normalize(mean_pool(hidden, mask).float(), dim=-1)
             out[b0:b0 + len(samples)] = emb.cpu().numpy()
         return out
 
@@ -620,7 +621,7 @@ class WhisperTailEncoder(WhisperEncoder):
 
     @torch.no_grad()
     def _pooled(self, samples: Sequence[np.ndarray]) -> torch.Tensor:
-        return _mean_pool(*self._hidden(samples))
+        return mean_pool(*self._hidden(samples))
 
     @torch.no_grad()
     def encode_tokens(self, items: Sequence[Any]) -> tuple[torch.Tensor, torch.Tensor]:

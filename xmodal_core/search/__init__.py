@@ -29,8 +29,8 @@ from xmodal_core.gallery import DEFAULT_NAME, Gallery, open_gallery
 from xmodal_core.search import direct, modes, vgs
 from xmodal_core.search.anchors import MAX_ANCHORS, anchor_ids, anchor_pairs, split_of
 from xmodal_core.search.targets import IMAGES, RECORDINGS, TARGETS, Target, target_of, transcript_embed_fn
-from xmodal_core.search.types import (CLIPPED_WARNING, DEFAULT_K_COARSE, MAX_TEXT_CHARS, MODE_HELP, MODES, Clock, Hit, Query,
-                                      SearchResult, check_mode, format_timings, hit_rows)
+from xmodal_core.search.types import (CLIPPED_WARNING, DEFAULT_K_COARSE, MAX_TEXT_CHARS, MODE_HELP, MODES, Clock, Hit,
+                                      Query, SearchResult, check_k, check_mode, format_timings, hit_rows)
 
 MODE_FUNCTIONS = {
     "cascade": modes.cascade,
@@ -73,8 +73,7 @@ def search(gallery: Gallery, query: Query, mode: str = "cascade", *, target: str
     from xmodal_core import spaces
 
     check_mode(mode)
-    if not 1 <= int(k) <= MAX_K:
-        raise InputError(f"k must be between 1 and {MAX_K}, not {k}")
+    check_k(k, MAX_K)
     if len(gallery) == 0:
         raise InputError(f"gallery {gallery.name} is empty")
     result = SearchResult(mode=mode, query_kind=query.kind, hits=[], notes=list(query.notes))

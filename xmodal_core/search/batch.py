@@ -18,7 +18,7 @@ from typing import Any, Callable, Sequence
 
 from xmodal_core.errors import InputError
 from xmodal_core.gallery import Gallery, open_gallery
-from xmodal_core.search import MAX_K, Hit, Query, check_mode, search
+from xmodal_core.search import MAX_K, Hit, Query, check_k, check_mode, search
 from xmodal_core.validate import check_path_text, read_text_file
 
 __all__ = ["MAX_ROWS", "RECALL_KS", "BatchQuery", "BatchSummary", "QueryResult", "read_queries", "run_queries",
@@ -290,8 +290,7 @@ def _run_one(query: BatchQuery, gallery: Gallery, judge: _Judge, mode: str, k: i
 
 def _check_settings(mode: str, k: int) -> None:
     check_mode(mode)
-    if not 1 <= int(k) <= MAX_K:
-        raise InputError(f"k must be between 1 and {MAX_K}, not {k}")
+    check_k(k, MAX_K)
 
 
 def run_queries(gallery: Gallery, queries: Sequence[BatchQuery], mode: str = "cascade", *, k: int = 10,

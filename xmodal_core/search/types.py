@@ -116,6 +116,13 @@ def check_mode(mode: str) -> str:
     return mode
 
 
+def check_k(k: int, max_k: int = 100) -> int:
+    """`k` as an int when it is 1 .. `max_k`, else InputError (cheap: call it before opening a gallery)."""
+    if not 1 <= int(k) <= max_k:
+        raise InputError(f"k must be between 1 and {max_k}, not {k}")
+    return int(k)
+
+
 def format_timings(result: SearchResult) -> list[list]:
     """Rows [stage, milliseconds] plus a total row, for a table."""
     rows = [[name, round(ms, 1)] for name, ms in result.timings]

@@ -220,6 +220,7 @@ def _shared(req: Request, run_id: int, retriever) -> None:
     fine scorer and their mean for the adapted head (the coarse row)."""
     import torch
 
+    from xmodal_core.encoders.whisper import mean_pool
     from xmodal_core.registry import get_encoder
     from xmodal_core.search.direct import _judge, adapted_state
     from xmodal_core.spaces import load_run_model
@@ -232,7 +233,7 @@ def _shared(req: Request, run_id: int, retriever) -> None:
         sg = shared_gallery(req.gallery, run_id, req.space, retriever, req.progress)
     with clock.stage("speech frames (Whisper encoder, one pass)"), torch.no_grad():
         tok, mask = encoder.encode_tokens([req.query.audio])
-        pooled = (tok * mask[..., None]).sum(1) / mask.sum(1, keepdim=True).clamp(min=1)
+        pooled = mean_pool(tok, mask)
         q = head.model.embed("speech", pooled)
         s_c = model.speech_coarse(q.to(device))
         s_kv, s_mask = model.speech_memory(tok.to(device, torch.float32), mask.to(device))
