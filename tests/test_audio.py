@@ -23,6 +23,38 @@ def test_real_8khz_wav_is_resampled_to_16khz(fsdd_dir):
     assert abs(np.sqrt(np.mean(audio.samples ** 2)) - np.sqrt(np.mean(raw ** 2))) < 0.1 * np.sqrt(np.mean(raw ** 2))
 
 
+@pytest.mark.parametrize("rate", [7919, 96_001])
+def test_odd_sample_rate_resamples_in_bounded_time_and_memory(fsdd_dir, tmp_path, rate):
+    # A prime rate (or a broken header) has no small exact 16 kHz ratio: the exact polyphase
+    # kernel took 17 s and 4.7 GB at 7919 Hz and ran out of memory at 96001 Hz.
+    import resource
+
+    raw, _ = sf.read(fsdd_dir / "2_lucas_7.wav", dtype="float32")
+    path = tmp_path / f"odd{rate}.wav"
+    sf.write(path, raw, rate)  # the same samples, labelled with the odd rate
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    audio = load_audio(path)
+    grown_mib = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024
+    assert audio.sample_rate == SAMPLE_RATE
+    assert abs(len(audio.samples) - len(raw) * SAMPLE_RATE / rate) <= 2
+    assert grown_mib < 500
+    assert 0.5 < audio.peak / np.abs(raw).max() < 1.5
+
+
+def test_resample_ratio_is_exact_for_usual_rates_and_close_for_odd_ones():
+    from fractions import Fraction
+
+    from xmodal_core.audio import MAX_RESAMPLE_TERMS, resample_ratio
+
+    for rate in (8000, 11025, 16000, 22050, 24000, 32000, 44100, 48000, 88200, 96000, 192000):
+        orig, new = resample_ratio(rate)
+        assert Fraction(new, orig) == Fraction(SAMPLE_RATE, rate)
+    for rate in (7919, 15999, 16001, 44099, 96001, 1_000_003):
+        orig, new = resample_ratio(rate)
+        assert max(orig, new) <= 2 * MAX_RESAMPLE_TERMS
+        assert abs(new / orig - SAMPLE_RATE / rate) <= 1e-4 * SAMPLE_RATE / rate
+
+
 def test_48khz_stereo_flac_is_mixed_to_mono_16khz(fsdd_dir, tmp_path):
     raw, rate = sf.read(fsdd_dir / "3_george_5.wav", dtype="float32")
     up = AF.resample(torch.from_numpy(raw), rate, 48_000).numpy()

@@ -100,3 +100,39 @@ def test_open_clip_random_tiny_config_and_missing_checkpoint(chelsea_png):
         get_encoder("open_clip:xmodal-tiny:image")
     with pytest.raises(ModelNotFoundError, match="local file"):
         get_encoder("open_clip:RN50:image:openai-but-not-a-tag")
+
+
+RACE = """
+import threading
+from xmodal_core.encoders import whisper
+from xmodal_core.encoders.text import SentenceTransformerEncoder, minilm_path
+
+start, errors = threading.Barrier(2), []
+
+def run(fn):
+    start.wait()
+    try:
+        fn()
+    except Exception as exc:
+        errors.append(repr(exc))
+
+jobs = [lambda: SentenceTransformerEncoder(minilm_path(), "minilm", device="cpu"),
+        lambda: whisper.load_whisper_tiny_en("cpu")]
+threads = [threading.Thread(target=run, args=(fn,)) for fn in jobs]
+[t.start() for t in threads]
+[t.join() for t in threads]
+print("errors:", errors)
+"""
+
+
+@pytest.mark.parametrize("attempt", range(3))
+def test_minilm_and_whisper_load_at_once_in_a_fresh_process(attempt):
+    """The app's warm-up loads MiniLM while a request may load Whisper; transformers' lazy names
+    raced ("cannot import name 'WhisperFeatureExtractor'", 3 times in 4 before HF_LOCK)."""
+    import subprocess
+    import sys
+
+    repo = Path(__file__).resolve().parents[1]
+    done = subprocess.run([sys.executable, "-c", RACE], cwd=repo, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "errors: []" in done.stdout, done.stdout + done.stderr[-2000:]

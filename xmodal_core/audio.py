@@ -6,7 +6,9 @@ Limits (duration, file size, silence) are arguments with documented defaults.
 """
 from __future__ import annotations
 
+import functools
 import io
+from fractions import Fraction
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -14,7 +16,7 @@ from typing import Any
 import numpy as np
 import soundfile as sf
 import torch
-import torchaudio.functional as AF
+import torchaudio.transforms as AT
 
 from xmodal_core.errors import AudioError
 from xmodal_core.validate import check_media_size
@@ -89,6 +91,31 @@ def _from_array(array: Any, rate: int, label: str) -> tuple[np.ndarray, int]:
     return samples, int(rate)
 
 
+MAX_RESAMPLE_TERMS = 1000
+
+
+@functools.lru_cache(maxsize=16)
+def _resampler(orig: int, new: int) -> AT.Resample:
+    """orig -> new (a reduced ratio), its windowed-sinc kernel built once: building it is most of
+    the cost of `torchaudio.functional.resample` on a short clip (6.5 ms vs 0.7 ms for one second
+    at 22.05 kHz)."""
+    return AT.Resample(orig, new)
+
+
+def resample_ratio(rate: int) -> tuple[int, int]:
+    """(orig, new) with new / orig = SAMPLE_RATE / rate, both at most about 2 x MAX_RESAMPLE_TERMS.
+
+    Every usual rate is exact (22050 -> 441:320, 44100 -> 441:160, 48000 -> 3:1, 8000 -> 1:2). An
+    odd rate (a prime such as 7919 Hz, or 96001 Hz from a broken header) has no small exact
+    ratio, and the polyphase kernel grows with it (7919 Hz took 17 s and 4.7 GB; 96001 Hz ran out
+    of memory), so it is approximated: the clip's duration is off by under 1e-4.
+    """
+    ratio = Fraction(SAMPLE_RATE, rate)
+    if max(ratio.numerator, ratio.denominator) > MAX_RESAMPLE_TERMS:
+        ratio = ratio.limit_denominator(MAX_RESAMPLE_TERMS)  # rate < 16 Hz keeps an exact 16000 / rate
+    return ratio.denominator, ratio.numerator
+
+
 def load_audio(
     source: Any,
     *,
@@ -146,7 +173,8 @@ def load_audio(
             )
         mono = mono[: int(max_seconds * rate)]
     if rate != SAMPLE_RATE:
-        mono = AF.resample(torch.from_numpy(np.ascontiguousarray(mono)), rate, SAMPLE_RATE).numpy()
+        with torch.inference_mode():
+            mono = _resampler(*resample_ratio(rate))(torch.from_numpy(np.ascontiguousarray(mono, dtype=np.float32))).numpy()
     mono = np.clip(mono, -1.0, 1.0).astype(np.float32)
     audio = Audio(samples=mono, sample_rate=SAMPLE_RATE, source=label)
     if not allow_silent and audio.peak < SILENCE_PEAK:

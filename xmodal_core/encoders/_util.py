@@ -2,9 +2,18 @@
 from __future__ import annotations
 
 import hashlib
+import threading
 from pathlib import Path
 
 import torch
+
+HF_LOCK = threading.RLock()
+"""Held while transformers / sentence-transformers are imported or a model of theirs is built.
+
+transformers resolves its names lazily; two threads doing that at once (the app's warm-up loading
+MiniLM while a request loads Whisper) can meet a half-initialised module and fail with
+"cannot import name 'WhisperFeatureExtractor' from 'transformers'". One lock serialises them.
+"""
 
 
 def auto_device(device: str | torch.device | None) -> torch.device:

@@ -6,7 +6,7 @@ from typing import Sequence
 
 import torch
 
-from xmodal_core.encoders._util import auto_device, file_fingerprint
+from xmodal_core.encoders._util import HF_LOCK, auto_device, file_fingerprint
 from xmodal_core.encoders.base import Encoder
 from xmodal_core.errors import InputError, ModelNotFoundError
 
@@ -34,14 +34,14 @@ class SentenceTransformerEncoder(Encoder):
     batch_size = 64
 
     def __init__(self, path: str | Path, name: str, device: str | None = None):
-        from sentence_transformers import SentenceTransformer
-        from transformers.utils import logging as hf_logging
-
-        hf_logging.disable_progress_bar()
-
         self.name = name
         self.path = Path(path)
-        self._model = SentenceTransformer(str(self.path), device=str(auto_device(device)), local_files_only=True)
+        with HF_LOCK:
+            from sentence_transformers import SentenceTransformer
+            from transformers.utils import logging as hf_logging
+
+            hf_logging.disable_progress_bar()
+            self._model = SentenceTransformer(str(self.path), device=str(auto_device(device)), local_files_only=True)
         self._model.eval()
         get_dim = getattr(self._model, "get_embedding_dimension", None) or self._model.get_sentence_embedding_dimension
         self.dim = int(get_dim())

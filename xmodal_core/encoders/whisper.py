@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from xmodal_core import paths
-from xmodal_core.encoders._util import auto_device
+from xmodal_core.encoders._util import HF_LOCK, auto_device
 from xmodal_core.encoders.base import Encoder
 from xmodal_core.encoders.ctranslate2 import CT2FormatError, read_ct2_model
 from xmodal_core.errors import AudioError, ModelNotFoundError
@@ -73,7 +73,8 @@ def default_model_dir() -> Path:
 
 def whisper_tiny_en_config():
     """The transformers `WhisperConfig` of tiny.en (d=384, 4+4 layers, 6 heads, 80 mel bins)."""
-    from transformers import WhisperConfig
+    with HF_LOCK:
+        from transformers import WhisperConfig
 
     return WhisperConfig(
         vocab_size=51864,
@@ -288,9 +289,9 @@ def build_model(state_dict: dict[str, torch.Tensor], device: str | torch.device 
     The module is created on the meta device and the weights assigned, which
     skips transformers' random initialisation (about 1.5 s on 2 CPU cores).
     """
-    from transformers import WhisperForConditionalGeneration
+    with HF_LOCK, torch.device("meta"):
+        from transformers import WhisperForConditionalGeneration
 
-    with torch.device("meta"):
         model = WhisperForConditionalGeneration(whisper_tiny_en_config())
     sd = {k: t.to(device=device, dtype=torch.float32) for k, t in state_dict.items()}
     sd["proj_out.weight"] = sd["model.decoder.embed_tokens.weight"]
@@ -319,7 +320,7 @@ def load_whisper_tiny_en(device: str | torch.device | None = None):
     Nothing is downloaded. The model is shared by every caller on that device,
     so moving it with `.to()` moves it for all of them.
     """
-    with _LOAD_LOCK:
+    with _LOAD_LOCK, HF_LOCK:
         return _load_cached(_resolve_device(device))
 
 
@@ -377,9 +378,10 @@ def n_mel_frames(n_samples: int) -> int:
 
 @lru_cache(maxsize=4)
 def _mel_basis(device: str) -> tuple[torch.Tensor, torch.Tensor]:
-    from transformers import WhisperFeatureExtractor
+    with HF_LOCK:
+        from transformers import WhisperFeatureExtractor
 
-    fe = WhisperFeatureExtractor(feature_size=N_MELS, sampling_rate=SAMPLE_RATE)
+        fe = WhisperFeatureExtractor(feature_size=N_MELS, sampling_rate=SAMPLE_RATE)
     filters = torch.from_numpy(np.asarray(fe.mel_filters, dtype=np.float32)).T.contiguous().to(device)  # (80, 201)
     return filters, torch.hann_window(N_FFT, device=device)
 
