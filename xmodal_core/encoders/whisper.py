@@ -14,7 +14,6 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import threading
 import time
 from dataclasses import dataclass
 from functools import lru_cache
@@ -308,9 +307,6 @@ def _resolve_device(device: str | torch.device | None) -> str:
     return str(auto_device(device))
 
 
-_LOAD_LOCK = threading.Lock()
-
-
 def load_whisper_tiny_en(device: str | torch.device | None = None):
     """(model, tokenizer, feature_extractor) for tiny.en, loaded once per device and shared.
 
@@ -320,7 +316,7 @@ def load_whisper_tiny_en(device: str | torch.device | None = None):
     Nothing is downloaded. The model is shared by every caller on that device,
     so moving it with `.to()` moves it for all of them.
     """
-    with _LOAD_LOCK, HF_LOCK:
+    with HF_LOCK:  # one load per device, and no other transformers import meanwhile
         return _load_cached(_resolve_device(device))
 
 
