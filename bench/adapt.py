@@ -25,7 +25,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench._common import write_result  # noqa: E402
+from bench._common import _git_commit, write_result  # noqa: E402
 
 TARGETS = {"tux_name_top1": 0.75, "tux_name_top10": 0.85, "fsdd_top1": 0.95, "direct_vs_cascade_p50": 0.1,
            "auto_vs_cascade_p50": 1 / 3, "adapt_1000_s": 300, "readapt_10_s": 30}
@@ -263,6 +263,20 @@ def voices_curve(cfg, counts=(1, 3, 5, 10, 20)) -> list[dict[str, Any]]:
     return out
 
 
+def curve_pool(exclude: Sequence[str], n_base: int) -> list[str]:
+    """Every general word in one fixed random order, so each factor's words are a prefix of the next's.
+
+    The first 4 x n_base words (what 5x adds) are a seeded draw, shuffled (the order the curve was
+    first measured in, up to 5x); the remaining words follow in their own seeded order."""
+    from xmodal_core.adapt.core import general_words
+
+    first = general_words(4 * n_base, exclude, seed=7)
+    first = [first[i] for i in np.random.default_rng(7).permutation(len(first))]
+    taken = set(first)
+    rest = [w for w in general_words(10 ** 9, exclude) if w not in taken]
+    return first + [rest[i] for i in np.random.default_rng(8).permutation(len(rest))]
+
+
 def vocabulary_curve(cfg, factors=(1, 2, 5, 10), general_voices: int = 3,
                      on_row: Callable[[list[dict[str, Any]]], None] | None = None) -> list[dict[str, Any]]:
     """Full adaptations to the default vocabulary plus (factor - 1) x as many general English
@@ -272,24 +286,22 @@ def vocabulary_curve(cfg, factors=(1, 2, 5, 10), general_voices: int = 3,
     The general words of a smaller factor are a prefix of a larger one's (one seed), so each
     factor synthesises only the words it adds. `on_row(rows)` is called after every factor."""
     from xmodal_core.adapt import load_state
-    from xmodal_core.adapt.core import adapt_vocabulary, general_words
+    from xmodal_core.adapt.core import adapt_vocabulary
     from xmodal_core.adapt.vocabulary import Entry, Vocabulary, gallery_vocabulary
     from xmodal_core.gallery import open_gallery
 
     base = gallery_vocabulary(open_gallery("default"))
-    pool = general_words((max(factors) - 1) * len(base), base.texts, seed=7)
-    pool = [pool[i] for i in np.random.default_rng(7).permutation(len(pool))]  # a prefix is a random draw too
-    if len(pool) < (max(factors) - 1) * len(base):
-        raise SystemExit(f"only {len(pool)} general words: factor {max(factors)} needs {(max(factors) - 1) * len(base)}")
+    pool = curve_pool(base.texts, len(base))
     out = []
     for f in factors:
-        extra = pool[:(f - 1) * len(base)]
+        extra = pool[:(f - 1) * len(base)]  # 10x asks for 18,990 words and MiniLM has 18,975: all of them
         vocab = Vocabulary(base.entries + [Entry(w, (w,), "general") for w in extra])
         few = set(extra)
         report = adapt_vocabulary(f"bench-vocab-{f}x", vocab, config=cfg, full=True,
                                   voices_for=lambda e: general_voices if e.text in few else None)
         state = load_state(f"bench-vocab-{f}x")
-        out.append({"factor": f, "entries": len(vocab), "general_voices": general_voices, "clips": report.clips,
+        out.append({"factor": f, "date": _now(), "git_commit": _git_commit(),
+                    "entries": len(vocab), "general_voices": general_voices, "clips": report.clips,
                     "heldout_top1": report.metrics["heldout_top1"], "tux_people": _tux_names_top(state.run_dir),
                     "seconds": report.seconds})
         print(f"vocabulary {f}x: {out[-1]}", file=sys.stderr, flush=True)
@@ -367,6 +379,33 @@ VOCABULARY_NOTE = ("python -m bench.adapt --only vocabulary: full adaptations to
                    "plus (factor - 1) x as many general English words from MiniLM's vocabulary (3 voices each; "
                    "the gallery's names keep the recipe's 20); held-out = synthetic voices held out of training, "
                    "people = the 65 Tux Paint recordings among the 774 stamp names (never trained on)")
+
+
+def _now() -> str:
+    import datetime as dt
+
+    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def kept_vocabulary_rows(factors: Sequence[int]) -> list[dict[str, Any]]:
+    """The rows of bench/results/adapt_vocabulary.json that this run does not re-measure, so the curve
+    can be measured a factor at a time (`--factors 5 10` after `--factors 1 2`): every factor draws from
+    one word order (`curve_pool`). Each row keeps its own date and commit."""
+    from bench._common import RESULTS_DIR
+
+    path = RESULTS_DIR / f"{VOCABULARY_OUT}.json"
+    if not path.exists():
+        return []
+    doc = json.loads(path.read_text())
+    stamp = {"date": doc.get("date"), "git_commit": (doc.get("machine") or {}).get("git_commit")}
+    rows = [{**stamp, **r} for r in doc.get("vocabulary", [])]
+    return [r for r in rows if r["factor"] not in factors]
+
+
+def merge_rows(kept: list[dict[str, Any]], rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return sorted(kept + rows, key=lambda r: r["factor"])
+
+
 SECTIONS = ("tuxpaint", "ktuberling", "fsdd", "auto", "timing", "voices", "vocabulary")
 
 
@@ -407,8 +446,10 @@ def main(argv=None) -> int:
         elif name == "voices":
             results[name] = voices_curve(cfg)
         elif name == "vocabulary":  # hours of synthesis at 10x: its rows land in their own file as they come
+            kept = kept_vocabulary_rows(args.factors)
             results[name] = vocabulary_curve(cfg, tuple(args.factors), on_row=lambda rows: write_result(
-                VOCABULARY_OUT, {"base": results["base"], "vocabulary": rows, "note": VOCABULARY_NOTE}))
+                VOCABULARY_OUT, {"base": results["base"], "vocabulary": merge_rows(kept, rows),
+                                 "note": VOCABULARY_NOTE}))
         results.setdefault("seconds", {})[name] = round(time.perf_counter() - t, 1)
         print(f"{name}: done in {results['seconds'][name]:.0f} s", file=sys.stderr, flush=True)
     results["targets"] = TARGETS

@@ -74,6 +74,13 @@ def machine(doc: dict) -> str:
             f"with {threads} thread(s)")
 
 
+def measured_at(row: dict, doc: dict) -> str:
+    """'date, commit' of a row measured in its own run (the curves add rows a run at a time)."""
+    date = row.get("date") or doc.get("date") or "?"
+    commit = row.get("git_commit") or doc.get("machine", {}).get("git_commit") or ""
+    return f"{date[:10]}, {commit[:7]}" if commit else date[:10]
+
+
 def caption(doc: dict, data: str, section: dict | None = None) -> str:
     """The line under a table: data and split, machine, date and commit. A section measured on its
     own (`python -m bench.findings --only ...`) carries its own date and machine; one kept from an
@@ -502,11 +509,14 @@ def _adapt_more(r: Report, doc: dict, met_: dict) -> None:
         r.add("Held-out top-1 is among the whole vocabulary of the row; people's top-1 and top-10 are among the "
               "same 774 stamp names in every row, so they show what the added words cost the gallery's own names.")
         r.add(table(["vocabulary", "entries", "clips", "held-out voices top-1", "people (Tux Paint) top-1", "top-10",
-                     "adaptation s (speech / features / training)"],
+                     "adaptation s (speech / features / training)", "measured"],
                     [[f"{row['factor']}x", row["entries"], row["clips"], fmt(row["heldout_top1"]),
                       fmt(row["tux_people"]["top1"]), fmt(row["tux_people"]["top10"]),
-                      " / ".join(f"{row['seconds'][k]:.0f}" for k in ("speech", "features", "training"))]
+                      " / ".join(f"{row['seconds'][k]:.0f}" for k in ("speech", "features", "training")),
+                      measured_at(row, vocab)]
                      for row in vocab["vocabulary"]]))
+        r.add("Clips and features are cached by content, so a row's speech and features seconds count only what "
+              "earlier runs (smaller rows, or an interrupted run) had not made; the 1x row started from a cold home.")
         r.add(caption(vocab, vocab.get("note", "the default vocabulary plus general English words")))
 
 

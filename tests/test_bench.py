@@ -69,3 +69,33 @@ def test_quick_benchmarks_write_every_number_and_the_report_shows_them(tmp_path)
         body = text.split(section, 1)[1].split("\n## ", 1)[0]
         assert "|---" in body and "*Data:" in body and "Machine:" in body and "Date: 20" in body
         assert "Quick variant" in body
+
+
+def test_the_vocabulary_curve_keeps_rows_measured_in_earlier_runs(tmp_path, monkeypatch):
+    """`bench.adapt --factors 5 10` after `--factors 1 2` adds rows: the earlier ones stay, stamped with
+    the run that measured them, and a re-measured factor replaces its old row."""
+    import bench._common as common
+    from bench import adapt
+
+    monkeypatch.setattr(common, "RESULTS_DIR", tmp_path)
+    assert adapt.kept_vocabulary_rows([1]) == []
+    old = {"date": "2026-12-01T00:00:00+00:00", "machine": {"git_commit": "abc1234"},
+           "vocabulary": [{"factor": 1, "entries": 10}, {"factor": 2, "entries": 20, "date": "2026-11-30"}]}
+    (tmp_path / f"{adapt.VOCABULARY_OUT}.json").write_text(json.dumps(old))
+    kept = adapt.kept_vocabulary_rows([2, 5])
+    assert kept == [{"date": "2026-12-01T00:00:00+00:00", "git_commit": "abc1234", "factor": 1, "entries": 10}]
+    merged = adapt.merge_rows(kept, [{"factor": 5, "entries": 50}, {"factor": 2, "entries": 21}])
+    assert [(r["factor"], r["entries"]) for r in merged] == [(1, 10), (2, 21), (5, 50)]
+
+
+def test_the_vocabulary_curve_draws_each_general_word_once_and_never_a_gallery_name():
+    from bench import adapt
+    from xmodal_core.adapt.core import general_words
+
+    exclude = ["apple tree", "Zebra"]
+    pool = adapt.curve_pool(exclude, 100)
+    everything = general_words(10 ** 9)
+    assert len(pool) == len(set(pool)) == len(everything) - len({"apple", "tree", "zebra"} & set(everything))
+    assert not {"apple", "tree", "zebra"} & set(pool)
+    assert pool[:400] != sorted(pool[:400])  # a shuffled draw, so a prefix is not alphabetical
+    assert set(pool[:400]) == set(general_words(400, exclude, seed=7))  # 5x's words, as first measured
