@@ -135,6 +135,16 @@ def timeit_interleaved(
     return {name: _stats(t) for name, t in times.items()}
 
 
+def utc_now() -> str:
+    """Now, UTC, ISO 8601 to the second: the date every result carries."""
+    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def stamp() -> dict[str, Any]:
+    """{"date", "git_commit"} of a measurement, for rows that results files collect across runs."""
+    return {"date": utc_now(), "git_commit": _git_commit()}
+
+
 def write_result(name: str, payload: Mapping[str, Any]) -> Path:
     """Write `{"name", "date", "machine", **payload}` to bench/results/NAME.json atomically.
 
@@ -146,7 +156,7 @@ def write_result(name: str, payload: Mapping[str, Any]) -> Path:
         raise ValueError(f"payload keys {sorted(clash)} are reserved by write_result")
     doc = {
         "name": name,
-        "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "date": utc_now(),
         "machine": machine_info(),
         **payload,
     }

@@ -25,7 +25,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench._common import _git_commit, write_result  # noqa: E402
+from bench._common import stamp, write_result  # noqa: E402
 
 TARGETS = {"tux_name_top1": 0.75, "tux_name_top10": 0.85, "fsdd_top1": 0.95, "direct_vs_cascade_p50": 0.1,
            "auto_vs_cascade_p50": 1 / 3, "adapt_1000_s": 300, "readapt_10_s": 30}
@@ -283,7 +283,7 @@ def vocabulary_curve(cfg, factors=(1, 2, 5, 10), general_voices: int = 3,
     words (said by `general_voices` voices each, the default names by the recipe's): top-1 on
     held-out voices and on people's Tux Paint recordings among the stamp names.
 
-    The general words of a smaller factor are a prefix of a larger one's (one seed), so each
+    The general words of a smaller factor are a prefix of a larger one's (`curve_pool`), so each
     factor synthesises only the words it adds. `on_row(rows)` is called after every factor."""
     from xmodal_core.adapt import load_state
     from xmodal_core.adapt.core import adapt_vocabulary
@@ -300,8 +300,8 @@ def vocabulary_curve(cfg, factors=(1, 2, 5, 10), general_voices: int = 3,
         report = adapt_vocabulary(f"bench-vocab-{f}x", vocab, config=cfg, full=True,
                                   voices_for=lambda e: general_voices if e.text in few else None)
         state = load_state(f"bench-vocab-{f}x")
-        out.append({"factor": f, "date": _now(), "git_commit": _git_commit(),
-                    "entries": len(vocab), "general_voices": general_voices, "clips": report.clips,
+        out.append({"factor": f, **stamp(), "entries": len(vocab), "general_voices": general_voices,
+                    "clips": report.clips,
                     "heldout_top1": report.metrics["heldout_top1"], "tux_people": _tux_names_top(state.run_dir),
                     "seconds": report.seconds})
         print(f"vocabulary {f}x: {out[-1]}", file=sys.stderr, flush=True)
@@ -381,12 +381,6 @@ VOCABULARY_NOTE = ("python -m bench.adapt --only vocabulary: full adaptations to
                    "people = the 65 Tux Paint recordings among the 774 stamp names (never trained on)")
 
 
-def _now() -> str:
-    import datetime as dt
-
-    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
-
-
 def kept_vocabulary_rows(factors: Sequence[int]) -> list[dict[str, Any]]:
     """The rows of bench/results/adapt_vocabulary.json that this run does not re-measure, so the curve
     can be measured a factor at a time (`--factors 5 10` after `--factors 1 2`): every factor draws from
@@ -397,8 +391,8 @@ def kept_vocabulary_rows(factors: Sequence[int]) -> list[dict[str, Any]]:
     if not path.exists():
         return []
     doc = json.loads(path.read_text())
-    stamp = {"date": doc.get("date"), "git_commit": (doc.get("machine") or {}).get("git_commit")}
-    rows = [{**stamp, **r} for r in doc.get("vocabulary", [])]
+    measured = {"date": doc.get("date"), "git_commit": (doc.get("machine") or {}).get("git_commit")}
+    rows = [{**measured, **r} for r in doc.get("vocabulary", [])]
     return [r for r in rows if r["factor"] not in factors]
 
 
