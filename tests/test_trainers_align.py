@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from trainers.align import PairSplit, evaluate, gallery, train
-from trainers.common import DistInfo, OfflineContext
+from trainers.common import DistInfo, OfflineContext, leave_distributed
 from xmodal_core.errors import InputError
 from xmodal_core.metrics import recall_at_k
 from xmodal_core.models.aligned import AlignConfig, build_model, load_aligned
@@ -171,8 +171,10 @@ def _ddp_worker(rank: int, world: int, port: int, cfg_dict: dict, run_dir: str, 
         train(cfg, synthetic_pairs(128, seed=1), None, ctx, info=DistInfo(rank, world, torch.device("cpu")))
         if rank == 0:
             torch.save({"losses": [m["loss"] for _, _, m in ctx.history if "loss" in m]}, out)
-    finally:
+    except BaseException:
         dist.destroy_process_group()
+        raise
+    leave_distributed(0)  # as `xmodal train` under torchrun ends a rank (a plain exit can abort in gloo teardown)
 
 
 def test_two_gloo_processes_match_one_process_on_the_same_global_batch(tmp_path):

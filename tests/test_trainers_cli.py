@@ -86,3 +86,28 @@ def test_train_then_runs_then_eval_on_tux_paint(capsys, xmodal_home, config_file
     image = "/usr/share/tuxpaint/stamps/animals/amphibians/frog.png"
     emb = aligned.embed_image([image])
     assert emb.shape == (1, 384) and np.isclose(np.linalg.norm(emb), 1.0, atol=1e-5)
+
+
+@pytest.mark.slow
+def test_torchrun_with_two_ranks_completes_one_run_and_every_rank_exits_0(xmodal_home, config_file, tmp_path):
+    """`xmodal train` under torchrun (2 gloo ranks on CPU): rank 0 owns the stored run, both
+    ranks train and leave through `leave_distributed`, and torchrun itself exits 0."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from xmodal_core.data.builders import build_dataset
+    from xmodal_core.store import Store
+
+    build_dataset("tuxpaint", limit=80)
+    torchrun = Path(sys.executable).with_name("torchrun")
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    proc = subprocess.run([str(torchrun), "--standalone", "--nproc_per_node", "2", "-m", "xmodal_core.cli",
+                           "train", "--config", str(config_file), "--quiet"],
+                          capture_output=True, text=True, timeout=600, env=env, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "run 1 completed" in proc.stdout.splitlines()
+    assert "SIGABRT" not in proc.stderr and "terminate called" not in proc.stderr
+    [run] = Store().list_runs()
+    assert run.status == "completed" and run.step == run.total_steps > 0

@@ -112,41 +112,50 @@ def _train_distributed(args) -> int:
     """Under torchrun: rank 0 owns the run in the store; every rank trains."""
     import torch.distributed as dist
 
-    from trainers.common import OfflineContext, broadcast_object, init_distributed
-    from trainers.run import resolve
-    from xmodal_core.runner import execute, run_dir
-    from xmodal_core.store import Store
+    from trainers.common import init_distributed, leave_distributed
 
     if args.queue:
         raise InputError("--queue does not go with torchrun: queue the run from a plain `xmodal train`")
     kind, name, config = (None, None, None) if args.resume is not None else build_config(args.config, args.set, args.kind)
     info = init_distributed(config.get("device", "auto") if config else "auto")
     try:
-        if info.is_main:
-            store = Store()
-            if args.resume is not None:
-                run_id = store.requeue_run(args.resume).id
-            else:
-                run_id = store.create_run(args.name or name, kind, config)
-            print(f"run {run_id}", flush=True)
-        run_id = broadcast_object(run_id if info.is_main else None, info)
-        if info.is_main:
-            progress = _Progress(args.quiet)
-            try:
-                finished = execute(run_id, lambda r, ctx: resolve(r.kind)(r, ctx), store, on_log=progress)
-            finally:
-                progress.close()
-            message, code = _finish_message(finished)
-            print(message, file=sys.stderr if code else sys.stdout)
-            return code
-        store = Store()
-        run = store.get_run(run_id)
-        # Only rank 0 reports; the others train alongside (their context writes nothing).
-        resolve(run.kind)(run, OfflineContext(run_dir(run_id), writable=False))
-        return 0
-    finally:
+        code = _train_this_rank(args, info, kind, name, config)
+    except BaseException:
         if info.launched and dist.is_initialized():
             dist.destroy_process_group()
+        raise
+    if info.launched:
+        leave_distributed(code)  # does not return: see its docstring for why
+    return code
+
+
+def _train_this_rank(args, info, kind, name, config) -> int:
+    from trainers.common import OfflineContext, broadcast_object
+    from trainers.run import resolve
+    from xmodal_core.runner import execute, run_dir
+    from xmodal_core.store import Store
+
+    if info.is_main:
+        store = Store()
+        if args.resume is not None:
+            run_id = store.requeue_run(args.resume).id
+        else:
+            run_id = store.create_run(args.name or name, kind, config)
+        print(f"run {run_id}", flush=True)
+    run_id = broadcast_object(run_id if info.is_main else None, info)
+    if info.is_main:
+        progress = _Progress(args.quiet)
+        try:
+            finished = execute(run_id, lambda r, ctx: resolve(r.kind)(r, ctx), store, on_log=progress)
+        finally:
+            progress.close()
+        message, code = _finish_message(finished)
+        print(message, file=sys.stderr if code else sys.stdout)
+        return code
+    run = Store().get_run(run_id)
+    # Only rank 0 reports; the others train alongside (their context writes nothing).
+    resolve(run.kind)(run, OfflineContext(run_dir(run_id), writable=False))
+    return 0
 
 
 def _run_dict(run, evaluations) -> dict[str, Any]:

@@ -6,9 +6,10 @@ from __future__ import annotations
 import math
 import os
 import random
+import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable, Mapping, NoReturn, Sequence
 
 import numpy as np
 import torch
@@ -90,6 +91,26 @@ def any_rank(flag: bool, info: DistInfo) -> bool:
     t = torch.tensor([1.0 if flag else 0.0], device=info.device if dist.get_backend() == "nccl" else "cpu")
     dist.all_reduce(t, op=dist.ReduceOp.MAX)
     return bool(t.item() > 0)
+
+
+def leave_distributed(code: int) -> NoReturn:
+    """End this rank of a finished job: wait for every rank (rank 0 may still be writing the
+    checkpoint and the store), destroy the process group, flush, and exit with `code` at once.
+
+    Why at once: once DDP has wrapped a model, its gloo process group outlives
+    destroy_process_group (C++ holds it) and is torn down during interpreter finalisation,
+    which aborts the process ("terminate called without an active exception", SIGABRT) in
+    about one exit in 13 (3 of 40 two-rank runs, torch 2.14). os._exit skips that teardown;
+    everything this process wrote (store commits, checkpoints) is already on disk."""
+    if dist.is_available() and dist.is_initialized():
+        try:
+            dist.barrier()
+        except RuntimeError:  # a peer already left (it failed): nothing left to wait for
+            pass
+        dist.destroy_process_group()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 # ------------------------------------------------------------------ schedule
