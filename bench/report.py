@@ -457,6 +457,9 @@ def sec_adapt(r: Report) -> None:
 
 def _adapt_more(r: Report, doc: dict, met_: dict) -> None:
     kt, fs, auto, timing = doc.get("ktuberling"), doc.get("fsdd"), doc.get("auto"), doc.get("timing")
+    timing_doc = r.docs.get("adapt_timing")  # `--only timing --out adapt_timing`: re-measured on its own
+    if timing_doc and timing_doc.get("timing"):
+        timing, met_ = timing_doc["timing"], {**met_, **timing_doc.get("met", {})}
     if kt:
         p = kt["pictures"]
         r.target("adaptation", "ktuberling people → object: direct top-1 ≥ cascade top-1",
@@ -495,6 +498,10 @@ def _adapt_more(r: Report, doc: dict, met_: dict) -> None:
         r.add(table(["adaptation", "clips", "synthesised", "seconds (speech / features / training / calibration / total)"],
                     [[k, v["clips"], v["synthesised"], " / ".join(f"{x:.0f}" for x in v["seconds"].values())]
                      for k, v in timing.items()]))
+        r.add(caption(timing_doc or doc, "general English words never spoken in this home, 10 voices each; the "
+                                         "old clips the first adaptation replays cached, as after an earlier "
+                                         "adaptation (`python -m bench.adapt --only timing --timing-voices 10 "
+                                         "--out adapt_timing`)"))
     rows = doc.get("voices")
     if rows:
         r.add("### Accuracy vs voices per name")
@@ -911,7 +918,7 @@ def load_docs(results: Path, quick_only: bool) -> dict[str, dict]:
 def build(results: Path, out: Path, quick_only: bool = False) -> str:
     docs = load_docs(results, quick_only)
     r = Report(docs, out)
-    for name in ("adapt", "adapt_vocabulary", "vgs"):  # measured on their own (python -m bench.adapt / bench.vgs), not by run_all
+    for name in ("adapt", "adapt_timing", "adapt_vocabulary", "vgs"):  # measured on their own (python -m bench.adapt / bench.vgs), not by run_all
         path = results / f"{name}.json"
         if path.is_file() and not quick_only:
             docs[name] = {**json.loads(path.read_text(encoding="utf-8")), "_file": path.name}

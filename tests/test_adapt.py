@@ -81,6 +81,32 @@ def test_adapting_a_gallery_trains_a_run_and_readapting_costs_only_the_new_names
     assert load_state(g2.name).run_id == second.run_id != first.run_id
 
 
+def test_the_replay_sample_takes_clips_an_earlier_adaptation_rendered_first():
+    # Re-adapting after a few names must not render a fresh replay sample each time the
+    # vocabulary changes: cached old clips are replayed first, uncached ones only fill the rest.
+    from xmodal_core.adapt import AdaptConfig
+    from xmodal_core.adapt.core import choose_utterances
+    from xmodal_core.adapt.speech import plan_utterances
+    from xmodal_core.adapt.vocabulary import Entry
+
+    cfg = AdaptConfig(voices=6, digit_voices=6, base=False, min_replay=10, replay=1.0, val_sample=3)
+    old = [f"old{i}" for i in range(8)]
+    plan = plan_utterances([Entry(t, (t,), "test") for t in old + ["new0"]], cfg.plan_config())
+    stale = [u for u in plan if u.entry in old and u.split == "train"]
+    have = {u.key() for u in stale[::4]}  # 12 of the 48 old training clips are cached
+    cached = lambda u: u.key() in have  # noqa: E731
+    chosen = choose_utterances(plan, set(old), {"new0"}, cfg, True, cached=cached)
+    replay = [u for u in chosen if u.entry in old and u.split == "train"]
+    assert len(replay) == 10 and all(cached(u) for u in replay)          # enough cached: only those
+    assert {u.key() for u in chosen if u.entry == "new0"} == {u.key() for u in plan if u.entry == "new0"}
+    few = {u.key() for u in stale[:4]}
+    chosen = choose_utterances(plan, set(old), {"new0"}, cfg, True, cached=lambda u: u.key() in few)
+    replay = [u for u in chosen if u.entry in old and u.split == "train"]
+    assert len(replay) == 10 and few <= {u.key() for u in replay}       # all 4 cached, 6 drawn to fill
+    assert choose_utterances(plan, set(old), {"new0"}, cfg, True) == choose_utterances(plan, set(old), {"new0"},
+                                                                                        cfg, True)
+
+
 def test_an_empty_vocabulary_leaves_the_head_in_use_untouched(home, tmp_path):
     from xmodal_core import gallery
     from xmodal_core.adapt import AdaptConfig, adapt, load_state

@@ -1,9 +1,13 @@
 """Synthetic speech: voices from the installed engines, seeded and cached synthesis, spoken data sets."""
 from __future__ import annotations
 
+import io
+import random
+import subprocess
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import soundfile as sf
 
@@ -78,6 +82,77 @@ def test_every_engine_gives_16khz_mono_speech_of_plausible_length(voice):
     from xmodal_core.audio import load_audio
 
     assert load_audio(path).peak > 0.05
+
+
+def _command_samples(req: tts.SpeechRequest, tmp_path: Path):
+    """What the engine's own command writes for `req` (the way synthesis worked before the long-lived
+    processes): decoded 16-bit samples and the sample rate."""
+    v = req.voice
+    if v.engine == "espeak-ng":
+        wav = subprocess.run(["espeak-ng", "-v", v.name, "-s", str(round(tts.ESPEAK_RATE * req.rate)),
+                              "-p", str(req.pitch or 50), "--stdout"], input=req.text.encode(), capture_output=True,
+                             check=True).stdout
+        # --stdout cannot go back to fill in the sizes: read the 44-byte header's rate, then the samples
+        return np.frombuffer(wav[44:], dtype="<i2"), int.from_bytes(wav[24:28], "little")
+    txt, out = tmp_path / "t.txt", tmp_path / "o.wav"
+    txt.write_text(req.text + "\n", encoding="utf-8")
+    subprocess.run(["text2wave", "-eval", f"(voice_{v.name})", "-eval",
+                    f"(Parameter.set 'Duration_Stretch {1.0 / req.rate:.4f})", str(txt), "-o", str(out)],
+                   check=True, capture_output=True)
+    return sf.read(out, dtype="int16")
+
+
+@pytest.mark.parametrize("engine", ["espeak-ng", "festival"])
+def test_long_lived_engine_processes_give_the_commands_samples_bit_for_bit(engine, tmp_path):
+    # espeak-ng and festival run as long-lived processes (~12 ms and 0.3-1 s of start-up saved a
+    # clip); the audio must stay exactly what each engine's command makes, in any order, so the
+    # clip cache stays valid. Random voices, rates, pitches and awkward texts, in one process each.
+    if engine not in ENGINES:
+        pytest.skip(f"{engine} not installed")
+    voices = tts.default_voices([engine])
+    texts = ["pencil", "A brown hen. And a duck!", 'say "hi" \\ back', "ice-cream cone", "Über café", "42",
+             "two\nlines", "日本 and ß", "x" * 1200]
+    rng = random.Random(7)
+    for _ in range(24 if engine == "espeak-ng" else 8):
+        req = tts.SpeechRequest(rng.choice(texts[:-1] if engine == "festival" else texts), rng.choice(voices),
+                                rate=round(rng.uniform(0.7, 1.3), 3),
+                                pitch=rng.randint(10, 90) if engine == "espeak-ng" else None)
+        raw = tts._synthesize_raw(req, tmp_path)
+        got, rate = sf.read(io.BytesIO(raw), dtype="int16")
+        want, want_rate = _command_samples(req, tmp_path)
+        assert rate == want_rate and len(got) == len(want) and (got == want).all(), (req.voice.id, req.text)
+    assert tts._ESPEAK_WORKER[0]   # the worker answered every espeak-ng request; nothing fell back
+
+
+def test_a_lost_espeak_worker_falls_back_to_the_command_with_the_same_audio(monkeypatch, tmp_path):
+    req = request_for("a small brown dog", Voice("espeak-ng", "en-gb+f2"), seed=3)
+    first = tts._synthesize_raw(req, tmp_path)
+    server = tts._ESPEAK.acquire()
+    server.proc.kill()          # a worker that died (killed, or crashed in the C library)
+    server.proc.wait()
+    tts._ESPEAK._idle.append(server)   # the pool skips dead workers, so force the dead one back in
+    monkeypatch.setattr(tts._EspeakServer, "alive", lambda self: True)
+    monkeypatch.setattr(tts, "_ESPEAK_WORKER", [True])
+    again = tts._synthesize_raw(req, tmp_path)
+    assert tts._ESPEAK_WORKER == [False]    # later requests go to the command
+    assert (sf.read(io.BytesIO(again), dtype="int16")[0] == sf.read(io.BytesIO(first), dtype="int16")[0]).all()
+
+
+def test_festival_errors_come_back_as_messages_and_the_process_keeps_serving(tmp_path):
+    if "festival" not in ENGINES:
+        pytest.skip("festival not installed")
+    from xmodal_core.errors import AudioError
+
+    server = tts._FESTIVAL.acquire()
+    try:
+        with pytest.raises(AudioError, match="festival failed for festival:nosuchvoice"):
+            server.say("nosuchvoice", "1.0", tmp_path / "missing.txt", tmp_path / "out.wav")
+        txt = tmp_path / "ok.txt"
+        txt.write_text("hello there\n")
+        server.say("kal_diphone", "1.0", txt, tmp_path / "ok.wav")
+        assert server.alive() and sf.info(tmp_path / "ok.wav").frames > 1000
+    finally:
+        tts._FESTIVAL.release(server)
 
 
 def test_speak_texts_returns_one_path_per_text_and_voice():

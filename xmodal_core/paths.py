@@ -50,3 +50,11 @@ def runs_dir() -> Path:
 def db_path() -> Path:
     """The SQLite run store."""
     return home() / "xmodal.db"
+
+
+def subprocess_env() -> dict[str, str]:
+    """This process's environment with the repository on PYTHONPATH, for `python -m xmodal_core...` workers
+    (they must import this checkout wherever the caller's working directory is)."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([str(REPO_ROOT)] + [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p])
+    return env

@@ -15,13 +15,13 @@ import math
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
 from xmodal_core import paths
-from xmodal_core.adapt.speech import (SpeechPlanConfig, Utterance, missing_clips, plan_utterances, render_clips,
-                                      voice_pools)
+from xmodal_core.adapt.speech import (SpeechPlanConfig, Utterance, clips_dir, missing_clips, plan_utterances,
+                                      render_clips, voice_pools)
 from xmodal_core.adapt.vocabulary import DIGIT_WORDS, Entry, Vocabulary, gallery_vocabulary
 from xmodal_core.errors import DatasetError, InputError, StoreError
 from xmodal_core.fsio import atomic_write_json
@@ -194,17 +194,27 @@ def clip_records(plan: Sequence[Utterance], clips: Sequence[Path | None]) -> lis
 
 
 def choose_utterances(plan: list[Utterance], old: set[str], new: set[str], cfg: AdaptConfig,
-                      incremental: bool) -> list[Utterance]:
+                      incremental: bool, cached: Callable[[Utterance], bool] | None = None) -> list[Utterance]:
     """Full: every utterance. Incremental: the new entries' clips, a replay sample of old training
     clips (`replay` per new clip, at least `min_replay`) and of old held-out clips (`val_sample`),
-    so that only the new names and a bounded sample are synthesised and encoded."""
+    so that only the new names and a bounded sample are synthesised and encoded.
+
+    The replay sample takes clips that are `cached` first (those an earlier adaptation rendered and
+    encoded), so re-adapting after a few names renders only theirs; the rest is drawn at random."""
     if not incremental:
         return plan
     rng = np.random.default_rng(cfg.seed)
 
-    def sample(items: list[Utterance], k: int) -> list[Utterance]:
+    def draw(items: list[Utterance], k: int) -> list[Utterance]:
         k = min(len(items), k)
         return [items[i] for i in sorted(rng.choice(len(items), size=k, replace=False))] if k else []
+
+    def sample(items: list[Utterance], k: int) -> list[Utterance]:
+        if cached is None:
+            return draw(items, k)
+        have = [u for u in items if cached(u)]
+        chosen = draw(have, k)
+        return chosen + draw([u for u in items if not cached(u)], k - len(chosen))
 
     fresh = [u for u in plan if u.entry in new]
     stale_train = [u for u in plan if u.split == "train" and u.entry in old]
@@ -432,7 +442,8 @@ def adapt_vocabulary(name: str, vocab: Vocabulary, *, config: AdaptConfig | None
     default_voices = _voices_for(cfg)
     per_entry = (lambda e: voices_for(e) or default_voices(e)) if voices_for else default_voices
     plan = plan_utterances(vocab.entries, cfg.plan_config(), voice_pools(cfg.engines), voices_for=per_entry)
-    plan = choose_utterances(plan, old, new, cfg, incremental)
+    root = clips_dir()
+    plan = choose_utterances(plan, old, new, cfg, incremental, cached=lambda u: u.path(root).is_file())
     missing = len(missing_clips(plan))
     clips, errors = render_clips(plan, progress=progress)
     seconds["speech"] = time.perf_counter() - t0

@@ -13,6 +13,7 @@ person (flite's kal and festival's kal_diphone are one man), so splits can keep 
 """
 from __future__ import annotations
 
+import atexit
 import functools
 import hashlib
 import json
@@ -279,7 +280,16 @@ def _synthesize_raw(req: SpeechRequest, tmpdir: Path) -> bytes:
     """The engine's WAV bytes for one request (any rate, mono)."""
     v = req.voice
     if v.engine == "espeak-ng":
-        cmd = ["espeak-ng", "-v", v.name, "-s", str(round(ESPEAK_RATE * req.rate)), "-p", str(req.pitch or 50), "--stdout"]
+        rate, pitch = round(ESPEAK_RATE * req.rate), req.pitch or 50
+        if _ESPEAK_WORKER[0]:
+            server = _ESPEAK.acquire()
+            try:
+                return _wav_bytes(*server.say(v.name, rate, pitch, req.text))
+            except _WorkerLost:
+                _ESPEAK_WORKER[0] = False  # the command below still works, ~12 ms a clip slower
+            finally:
+                _ESPEAK.release(server)
+        cmd = ["espeak-ng", "-v", v.name, "-s", str(rate), "-p", str(pitch), "--stdout"]
         proc = _run(cmd, input=req.text.encode("utf-8"))
         if proc.returncode != 0:
             raise AudioError(f"espeak-ng failed for {v.id}: {proc.stderr.decode('utf-8', 'replace').strip()}")
@@ -287,15 +297,214 @@ def _synthesize_raw(req: SpeechRequest, tmpdir: Path) -> bytes:
     txt, wav = tmpdir / "text.txt", tmpdir / "out.wav"
     txt.write_text(req.text + "\n", encoding="utf-8")
     stretch = f"{1.0 / req.rate:.4f}"
-    if v.engine == "flite":
-        cmd = ["flite", "-voice", v.name, "--setf", f"duration_stretch={stretch}", "-f", str(txt), "-o", str(wav)]
-    else:
-        cmd = ["text2wave", "-eval", f"(voice_{v.name})", "-eval", f"(Parameter.set 'Duration_Stretch {stretch})",
-               str(txt), "-o", str(wav)]
+    if v.engine == "festival":
+        server = _FESTIVAL.acquire()
+        try:
+            server.say(v.name, stretch, txt, wav)
+        finally:
+            _FESTIVAL.release(server)
+        return wav.read_bytes()
+    cmd = ["flite", "-voice", v.name, "--setf", f"duration_stretch={stretch}", "-f", str(txt), "-o", str(wav)]
     proc = _run(cmd)
     if proc.returncode != 0 or not wav.is_file():
         raise AudioError(f"{v.engine} failed for {v.id}: {proc.stderr.decode('utf-8', 'replace').strip()[-300:]}")
     return wav.read_bytes()
+
+
+def _wav_bytes(sample_rate: int, pcm: bytes) -> bytes:
+    """A mono 16-bit WAV file of `pcm`."""
+    import io
+    import wave
+
+    buf = io.BytesIO()
+    with wave.open(buf, "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(sample_rate)
+        w.writeframes(pcm)
+    return buf.getvalue()
+
+
+# espeak-ng: one `_espeak_worker` process per thread (see its docstring); [False] after a worker is
+# lost, and every later request runs the espeak-ng command instead.
+_ESPEAK_WORKER = [True]
+
+# festival: one long-lived process per worker. Starting festival and loading a voice costs 0.3-1 s
+# (the HTS voice most), which made each festival clip ~50x the cost of an espeak-ng one; in a running
+# process a short name takes 20-70 ms. `xmodal_say` is text2wave's own main (tts_file with its hook
+# that joins the utterances' waves), so the WAV bytes are the ones `text2wave -eval (voice_V)
+# -eval (Parameter.set 'Duration_Stretch S) FILE -o OUT` writes.
+_FESTIVAL_SETUP = """
+(gc-status nil)
+(defvar xmodal_fp nil)
+(defvar xmodal_total 0)
+(defvar xmodal_utt nil)
+(define (xmodal_record utt)
+  (if (eq? xmodal_total 0)
+      (wave.save.header xmodal_fp (utt.wave utt) 'riff nil (list (list "numsamples" 0))))
+  (set! xmodal_total (+ xmodal_total (get_param 'num_samples (wave.info (utt.wave utt)) 0)))
+  (wave.save.data.fp (utt.wave utt) xmodal_fp 'riff nil)
+  (set! xmodal_utt utt))
+(define (xmodal_say infile outfile)
+  (set! xmodal_total 0)
+  (set! xmodal_utt nil)
+  (set! xmodal_fp (fopen outfile "wb"))
+  (set! tts_hooks (list utt.synth xmodal_record))
+  (tts_file infile (tts_find_text_mode infile auto-text-mode-alist))
+  (fseek xmodal_fp 0 0)
+  (wave.save.header xmodal_fp (utt.wave xmodal_utt) 'riff nil (list (list "numsamples" xmodal_total)))
+  (fclose xmodal_fp))
+"""
+
+
+def _scheme_string(text: str) -> str:
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+class _FestivalServer:
+    """A `festival --pipe` process that speaks one request at a time; a marker on stderr ends each.
+
+    Errors inside festival (SIOD ERROR ...) come back on stderr before the marker and the process
+    carries on; a process that dies or does not answer within `timeout` is killed and replaced.
+    """
+
+    def __init__(self) -> None:
+        try:
+            self.proc = subprocess.Popen(["festival", "--pipe"], stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
+                                         stderr=subprocess.PIPE)
+        except FileNotFoundError:
+            raise DatasetError("festival is not installed: install it (Debian festival)") from None
+        self.count = 0
+        self._send(_FESTIVAL_SETUP, timeout=60)
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def _send(self, commands: str, timeout: float) -> str:
+        import select
+        import time
+
+        self.count += 1
+        marker = f"XMODAL-DONE-{os.getpid()}-{self.count}".encode()
+        try:
+            self.proc.stdin.write(commands.encode("utf-8") + b'\n(format stderr "' + marker + b'\\n")\n')
+            self.proc.stdin.flush()
+        except (BrokenPipeError, OSError):
+            self.close()
+            raise AudioError("festival stopped unexpectedly; try again") from None
+        out, deadline, fd = b"", time.monotonic() + timeout, self.proc.stderr.fileno()
+        while marker not in out:
+            left = deadline - time.monotonic()
+            ready = select.select([fd], [], [], max(left, 0))[0] if left > 0 else []
+            chunk = os.read(fd, 65536) if ready else None
+            if not chunk:
+                self.close()
+                if chunk is None:
+                    raise DatasetError(f"festival did not finish within {timeout:.0f} s")
+                raise AudioError(f"festival stopped unexpectedly: {out.decode('utf-8', 'replace').strip()[-300:]}")
+            out += chunk
+        return out.split(marker)[0].decode("utf-8", "replace").strip()
+
+    def say(self, voice: str, stretch: str, txt: Path, wav: Path, timeout: float = 120) -> None:
+        err = self._send(f"(voice_{voice})\n(Parameter.set 'Duration_Stretch {stretch})\n"
+                         f"(xmodal_say {_scheme_string(str(txt))} {_scheme_string(str(wav))})", timeout)
+        if "SIOD ERROR" in err or not wav.is_file() or wav.stat().st_size <= 44:
+            raise AudioError(f"festival failed for festival:{voice}: {err[-300:] or 'no audio written'}")
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait()
+        for f in (self.proc.stdin, self.proc.stderr):
+            try:
+                f.close()
+            except OSError:
+                pass
+
+
+class _EspeakServer:
+    """A `_espeak_worker` process: libespeak-ng loaded once, the command's samples per request."""
+
+    def __init__(self) -> None:
+        import sys
+
+        self.proc = subprocess.Popen([sys.executable, "-m", "xmodal_core.data._espeak_worker"], stdin=subprocess.PIPE,
+                                     stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=paths.subprocess_env())
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def say(self, voice: str, rate: int, pitch: int, text: str, timeout: float = 120) -> tuple[int, bytes]:
+        """(sample rate, 16-bit PCM) of the request; raises AudioError when the worker fails."""
+        import threading
+
+        timer = threading.Timer(timeout, self.close)  # a hung worker is killed, and the read below ends
+        timer.start()
+        try:
+            self.proc.stdin.write(json.dumps({"voice": voice, "rate": rate, "pitch": pitch, "text": text}
+                                             ).encode("utf-8") + b"\n")
+            self.proc.stdin.flush()
+            head = json.loads(self.proc.stdout.readline() or b"null")
+            if head is None:
+                raise OSError("no answer")
+            pcm = self.proc.stdout.read(int(head.get("bytes", 0)))
+            if len(pcm) != int(head.get("bytes", 0)):
+                raise OSError("short answer")
+        except (OSError, ValueError) as exc:
+            self.close()
+            raise _WorkerLost(str(exc)) from None
+        finally:
+            timer.cancel()
+        if not head.get("ok"):
+            raise AudioError(f"espeak-ng failed for espeak-ng:{voice}: {head.get('error')}")
+        return int(head["sample_rate"]), pcm
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+
+
+class _WorkerLost(Exception):
+    """A long-lived engine process died or stopped answering: the caller falls back to the command."""
+
+
+class _Pool:
+    """Idle engine processes; a thread takes one (or starts one) per request and gives it back."""
+
+    def __init__(self, factory: Callable[[], object]) -> None:
+        import threading
+
+        self._factory = factory
+        self._lock = threading.Lock()
+        self._idle: list = []
+        self._pid = os.getpid()
+
+    def acquire(self):
+        with self._lock:
+            if self._pid != os.getpid():  # a forked child must not talk to its parent's processes
+                self._idle, self._pid = [], os.getpid()
+            while self._idle:
+                server = self._idle.pop()
+                if server.alive():
+                    return server
+        return self._factory()
+
+    def release(self, server) -> None:
+        if server.alive() and self._pid == os.getpid():
+            with self._lock:
+                self._idle.append(server)
+
+    def close(self) -> None:
+        with self._lock:
+            idle, self._idle = self._idle, []
+        for server in idle:
+            server.close()
+
+
+_FESTIVAL = _Pool(_FestivalServer)
+_ESPEAK = _Pool(_EspeakServer)
+atexit.register(_FESTIVAL.close)
+atexit.register(_ESPEAK.close)
 
 
 def synthesize_one(req: SpeechRequest) -> Path:
