@@ -96,24 +96,29 @@ def _command_samples(req: tts.SpeechRequest, tmp_path: Path):
         return np.frombuffer(wav[44:], dtype="<i2"), int.from_bytes(wav[24:28], "little")
     txt, out = tmp_path / "t.txt", tmp_path / "o.wav"
     txt.write_text(req.text + "\n", encoding="utf-8")
-    subprocess.run(["text2wave", "-eval", f"(voice_{v.name})", "-eval",
-                    f"(Parameter.set 'Duration_Stretch {1.0 / req.rate:.4f})", str(txt), "-o", str(out)],
-                   check=True, capture_output=True)
+    stretch = f"{1.0 / req.rate:.4f}"
+    if v.engine == "flite":
+        cmd = ["flite", "-voice", v.name, "--setf", f"duration_stretch={stretch}", "-f", str(txt), "-o", str(out)]
+    else:
+        cmd = ["text2wave", "-eval", f"(voice_{v.name})", "-eval", f"(Parameter.set 'Duration_Stretch {stretch})",
+               str(txt), "-o", str(out)]
+    subprocess.run(cmd, check=True, capture_output=True)
     return sf.read(out, dtype="int16")
 
 
-@pytest.mark.parametrize("engine", ["espeak-ng", "festival"])
+@pytest.mark.parametrize("engine", ["espeak-ng", "flite", "festival"])
 def test_long_lived_engine_processes_give_the_commands_samples_bit_for_bit(engine, tmp_path):
-    # espeak-ng and festival run as long-lived processes (~12 ms and 0.3-1 s of start-up saved a
-    # clip); the audio must stay exactly what each engine's command makes, in any order, so the
-    # clip cache stays valid. Random voices, rates, pitches and awkward texts, in one process each.
+    # espeak-ng, flite and festival run as long-lived processes (~12 ms, ~15-60 ms and 0.3-1 s of
+    # start-up saved a clip); the audio must stay exactly what each engine's command makes, in any
+    # order, so the clip cache stays valid. Random voices, rates, pitches and awkward texts, in one
+    # process each.
     if engine not in ENGINES:
         pytest.skip(f"{engine} not installed")
     voices = tts.default_voices([engine])
     texts = ["pencil", "A brown hen. And a duck!", 'say "hi" \\ back', "ice-cream cone", "Über café", "42",
              "two\nlines", "日本 and ß", "x" * 1200]
     rng = random.Random(7)
-    for _ in range(24 if engine == "espeak-ng" else 8):
+    for _ in range({"espeak-ng": 24, "flite": 16}.get(engine, 8)):
         req = tts.SpeechRequest(rng.choice(texts[:-1] if engine == "festival" else texts), rng.choice(voices),
                                 rate=round(rng.uniform(0.7, 1.3), 3),
                                 pitch=rng.randint(10, 90) if engine == "espeak-ng" else None)
@@ -121,20 +126,26 @@ def test_long_lived_engine_processes_give_the_commands_samples_bit_for_bit(engin
         got, rate = sf.read(io.BytesIO(raw), dtype="int16")
         want, want_rate = _command_samples(req, tmp_path)
         assert rate == want_rate and len(got) == len(want) and (got == want).all(), (req.voice.id, req.text)
-    assert tts._ESPEAK_WORKER[0]   # the worker answered every espeak-ng request; nothing fell back
+    assert tts._ESPEAK_WORKER[0] and tts._FLITE_WORKER[0]  # the workers answered every request; nothing fell back
 
 
-def test_a_lost_espeak_worker_falls_back_to_the_command_with_the_same_audio(monkeypatch, tmp_path):
-    req = request_for("a small brown dog", Voice("espeak-ng", "en-gb+f2"), seed=3)
+@pytest.mark.parametrize("engine, voice, pool, flag", [("espeak-ng", "en-gb+f2", "_ESPEAK", "_ESPEAK_WORKER"),
+                                                       ("flite", "slt", "_FLITE", "_FLITE_WORKER")])
+def test_a_lost_engine_worker_falls_back_to_the_command_with_the_same_audio(engine, voice, pool, flag, monkeypatch,
+                                                                            tmp_path):
+    if engine not in ENGINES:
+        pytest.skip(f"{engine} not installed")
+    req = request_for("a small brown dog", Voice(engine, voice), seed=3)
     first = tts._synthesize_raw(req, tmp_path)
-    server = tts._ESPEAK.acquire()
+    workers = getattr(tts, pool)
+    server = workers.acquire()
     server.proc.kill()          # a worker that died (killed, or crashed in the C library)
     server.proc.wait()
-    tts._ESPEAK._idle.append(server)   # the pool skips dead workers, so force the dead one back in
-    monkeypatch.setattr(tts._EspeakServer, "alive", lambda self: True)
-    monkeypatch.setattr(tts, "_ESPEAK_WORKER", [True])
+    workers._idle.append(server)   # the pool skips dead workers, so force the dead one back in
+    monkeypatch.setattr(type(server), "alive", lambda self: True)
+    monkeypatch.setattr(tts, flag, [True])
     again = tts._synthesize_raw(req, tmp_path)
-    assert tts._ESPEAK_WORKER == [False]    # later requests go to the command
+    assert getattr(tts, flag) == [False]    # later requests go to the command
     assert (sf.read(io.BytesIO(again), dtype="int16")[0] == sf.read(io.BytesIO(first), dtype="int16")[0]).all()
 
 

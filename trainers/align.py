@@ -182,7 +182,7 @@ def evaluate(model: AlignModel, split: PairSplit, cfg: AlignConfig, *, device: t
         emb = {m: embed_split(model, split, m, cfg.eval_batch_size, device) for m in cfg.towers}
         metrics = retrieval_metrics(emb, split, cfg.towers)
         if zero_shot and any(split.labels):
-            metrics.update(zeroshot_metrics(model, emb, split, cfg, text_encoder_fn(model, cfg, device)))
+            metrics.update(zeroshot_metrics(model, emb, split, cfg, text_encoder_fn(model, cfg, device, cached=True)))
         return metrics
     finally:
         model.train(was_training)
@@ -246,15 +246,15 @@ def init_heads(model: AlignModel, run: str) -> list[int]:
 
 
 def learn_only_new_names(model: AlignModel, known: list[int]) -> None:
-    """`AlignConfig.freeze_body`: the vocab head's body and the rows of names it already knew stay as
-    they are; only the new names' rows learn (so adding names never makes it forget others)."""
-    mask = None
+    """`AlignConfig.freeze_body`: the vocab head's body and the rows of names it already knew stay
+    exactly as they are; only the new names' rows learn (so adding names never makes it forget
+    others, and a few new names cost a few rows' gradients and optimiser steps)."""
     for head in model.heads.values():
-        head.body.requires_grad_(False)
-        mask = torch.ones(head.vocabulary_size, 1)
-        mask[known] = 0.0
-        head.out.weight.register_hook(lambda g, m=mask: g * m.to(g.device, g.dtype))
-        head.out.bias.register_hook(lambda g, m=mask: g * m[:, 0].to(g.device, g.dtype))
+        new = sorted(set(range(head.vocabulary_size)) - set(known))
+        if not new:
+            raise InputError("freeze_body: every name of the vocabulary is already known to init_from, so "
+                             "nothing would learn; train without freeze_body")
+        head.learn_only(new)
 
 
 def train(cfg: AlignConfig, train_split: PairSplit, val_split: PairSplit | None, ctx: Any, *,

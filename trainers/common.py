@@ -171,16 +171,19 @@ class OfflineContext:
 
 def make_optimizer(model: nn.Module, lr_of: Callable[[str], float], weight_decay: float,
                    betas: tuple[float, float]) -> torch.optim.Optimizer:
-    """AdamW with `lr_of(parameter name)` per parameter; weight decay on matrices only (not
-    biases, norms or logit scales). Each group remembers its `base_lr` for the schedule."""
+    """AdamW (the fused kernel) with `lr_of(parameter name)` per parameter; weight decay on matrices
+    only (not biases, norms or logit scales). Each group remembers its `base_lr` for the schedule."""
     groups: dict[tuple[float, float], list[nn.Parameter]] = {}
     for name, p in model.named_parameters():
         if not p.requires_grad:
             continue
         decay = weight_decay if p.dim() >= 2 else 0.0
         groups.setdefault((lr_of(name), decay), []).append(p)
+    params = [p for ps in groups.values() for p in ps]
+    # The fused kernel (CPU or CUDA) is ~4x faster than the per-tensor loop on CPU.
+    fused = bool(params) and all(p.device.type in ("cpu", "cuda") and p.dtype.is_floating_point for p in params)
     return torch.optim.AdamW([{"params": ps, "lr": lr, "base_lr": lr, "weight_decay": wd}
-                              for (lr, wd), ps in groups.items()], betas=betas)
+                              for (lr, wd), ps in groups.items()], betas=betas, fused=fused or None)
 
 
 def epoch_batches(n: int, batch_size: int, epoch: int, seed: int) -> list[Tensor]:

@@ -7,15 +7,18 @@ the rest, the same way for every kind of run:
 - DistributedDataParallel under torchrun (each rank takes its share of the global batch);
 - AdamW (`make_optimizer`), linear warm-up then `cfg.schedule`, gradient clipping, AMP on CUDA;
 - `ctx.log` every step; a stop at the next step once `ctx.should_stop()`;
-- validation on rank 0 after every epoch, keeping the best by `cfg.best_metric` (without
-  validation data every epoch is kept, so the last one wins); the kept weights are written by
+- validation on rank 0 after every epoch (every `cfg.eval_every` epochs where the config has it,
+  and always after the last), keeping the best by `cfg.best_metric` (without validation data
+  every validated epoch is kept, so the last one wins); the kept weights are written by
   `recipe.save` and recorded as the `recipe.artifact` artifact;
-- `ctx.run_dir/last.pt` after every epoch and at a stop; a run with a checkpoint resumes
-  exactly where it stopped (model, optimiser, scaler, step, best so far, RNG states), skipping
-  the batches of the interrupted epoch that were already done.
+- `ctx.run_dir/last.pt` after the last epoch, at a stop, and after any epoch that ends
+  `CHECKPOINT_EVERY_S` or more after the previous checkpoint (a killed run loses at most that
+  much work; a small run does not write its optimiser state every second); a run with a
+  checkpoint resumes exactly where it stopped (model, optimiser, scaler, step, best so far, RNG
+  states), skipping the batches of the interrupted epoch that were already done.
 
 The config `cfg` supplies batch_size, epochs, seed, warmup_steps, schedule, weight_decay,
-betas, grad_clip, amp, best_metric, dataset and val_split, and `to_dict()`.
+betas, grad_clip, amp, best_metric, dataset and val_split, and `to_dict()` (`eval_every` optional).
 """
 from __future__ import annotations
 
@@ -31,6 +34,8 @@ from torch import Tensor, nn
 from trainers.common import (DistInfo, any_rank, autocast, epoch_batches, init_distributed, local_share, lr_at,
                              make_optimizer, mean_over_ranks, restore_rng, rng_states)
 from xmodal_core.errors import InputError
+
+CHECKPOINT_EVERY_S = 30.0  # between epoch-end checkpoints (the last epoch and a stop always write one)
 
 
 @dataclass
@@ -107,7 +112,9 @@ class _Loop:
             raise InputError(f"batch_size {cfg.batch_size} does not split evenly over {info.world_size} processes")
         self.steps_per_epoch = len(epoch_batches(recipe.n_train, cfg.batch_size, 0, cfg.seed))
         self.total_steps = self.steps_per_epoch * cfg.epochs
+        self.eval_every = max(1, int(getattr(cfg, "eval_every", None) or 1))
         self.state = _State()
+        self._last_checkpoint = time.monotonic()
 
     # -- checkpoints
 
@@ -122,6 +129,7 @@ class _Loop:
         restore_rng(saved["rng"], self.info)
 
     def checkpoint(self) -> None:
+        self._last_checkpoint = time.monotonic()
         rng = rng_states(self.info)  # collective: every rank calls checkpoint()
         if self.info.is_main:
             s = self.state
@@ -191,9 +199,13 @@ class _Loop:
                 self.step(index, epoch + (b + 1) / len(batches))
             if stopped:
                 break
-            if info.is_main:
+            last = epoch == cfg.epochs - 1
+            if info.is_main and (last or (epoch + 1) % self.eval_every == 0):
                 self.end_of_epoch(epoch)
-            self.checkpoint()
+            # Every rank takes the same decision (rank 0's clock), as checkpoint() is collective.
+            due = any_rank(info.is_main and time.monotonic() - self._last_checkpoint >= CHECKPOINT_EVERY_S, info)
+            if last or due:
+                self.checkpoint()
         if stopped:
             self.checkpoint()
         s = self.state

@@ -4,6 +4,8 @@ Outputs are not normalised; the caller (loss, encoder wrapper) normalises.
 """
 from __future__ import annotations
 
+from typing import Any, Sequence
+
 import torch
 from torch import Tensor, nn
 
@@ -120,9 +122,40 @@ class VocabularyHead(nn.Module):
         self.out = nn.Linear(hidden_dim, vocabulary_size)
         self.register_buffer("names", torch.zeros(vocabulary_size, out_dim))
         self.last_logits: Tensor | None = None
+        self.new_weight: nn.Parameter | None = None  # set by learn_only
+        self.new_bias: nn.Parameter | None = None
 
     def logits(self, x: Tensor) -> Tensor:
-        return self.out(self.body(x))
+        h = self.body(x)
+        if self.new_weight is None:
+            return self.out(h)
+        known = nn.functional.linear(h, self.known_weight, self.known_bias)
+        new = nn.functional.linear(h, self.new_weight, self.new_bias)
+        return torch.cat([known, new], dim=-1).index_select(-1, self.order)
+
+    def learn_only(self, rows: Sequence[int]) -> None:
+        """Train only these output rows (new names): the body and every other row stay exactly as
+        they are. The learning rows become their own parameters, so backward and the optimiser
+        touch only them (a few new names among thousands cost a few rows, not the whole layer);
+        `state_dict` and `load_state_dict` keep the plain layout (rows folded back into `out`)."""
+        rows = sorted({int(r) for r in rows})
+        if not rows or rows[0] < 0 or rows[-1] >= self.vocabulary_size:
+            raise InputError(f"learn_only needs row indexes in [0, {self.vocabulary_size}); got {rows[:5]}")
+        new = torch.as_tensor(rows, dtype=torch.long)
+        mask = torch.ones(self.vocabulary_size, dtype=torch.bool)
+        mask[new] = False
+        known = mask.nonzero()[:, 0]
+        self.body.requires_grad_(False)
+        self.out.requires_grad_(False)
+        w, b = self.out.weight.detach(), self.out.bias.detach()
+        self.register_buffer("learn_rows", new, persistent=False)
+        self.register_buffer("known_weight", w[known].clone(), persistent=False)
+        self.register_buffer("known_bias", b[known].clone(), persistent=False)
+        self.register_buffer("order", torch.argsort(torch.cat([known, new])), persistent=False)
+        self.new_weight = nn.Parameter(w[new].clone())
+        self.new_bias = nn.Parameter(b[new].clone())
+        self.register_state_dict_post_hook(_fold_learning_rows)
+        self.register_load_state_dict_pre_hook(_split_learning_rows)
 
     def forward(self, x: Tensor) -> Tensor:
         logits = self.logits(x)
@@ -132,6 +165,24 @@ class VocabularyHead(nn.Module):
     def targets(self, text_embeddings: Tensor) -> Tensor:
         """(n,) vocabulary index of each row of the paired texts' embeddings (its nearest name)."""
         return (nn.functional.normalize(text_embeddings.float(), dim=-1) @ self.names.T).argmax(dim=-1)
+
+
+def _fold_learning_rows(head: VocabularyHead, state: dict, prefix: str, _meta: Any) -> None:
+    """state_dict hook of a `learn_only` head: the learning rows go back into `out`."""
+    for part in ("weight", "bias"):
+        learnt = state.pop(f"{prefix}new_{part}")
+        full = state[f"{prefix}out.{part}"].detach().clone()
+        full[head.learn_rows] = learnt.detach().to(full.dtype)
+        state[f"{prefix}out.{part}"] = full
+
+
+def _split_learning_rows(head: VocabularyHead, state: dict, prefix: str, *_args: Any) -> None:
+    """load_state_dict hook of a `learn_only` head: the learning rows come out of `out` (the known
+    rows stay those it was frozen with)."""
+    for part in ("weight", "bias"):
+        key = f"{prefix}out.{part}"
+        if key in state and f"{prefix}new_{part}" not in state:
+            state[f"{prefix}new_{part}"] = state[key][head.learn_rows.to(state[key].device)]
 
 
 def make_head(kind: str, in_dim: int, out_dim: int, dropout: float = 0.1, hidden_dim: int | None = None,

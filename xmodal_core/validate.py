@@ -32,6 +32,7 @@ NUMBER_RANGES: dict[str, tuple[float, float, bool]] = {
     "epochs": (1, 1000, True),
     "batch_size": (1, 65536, True),
     "eval_batch_size": (1, 65536, True),
+    "eval_every": (1, 1000, True),
     "fine_batch": (1, 65536, True),
     "lr_base_batch": (1, 1_000_000, True),
     "max_train": (0, 100_000_000, True),

@@ -116,7 +116,7 @@ class AdaptReport:
 
     gallery: str
     run_id: int
-    mode: str  # "full" | "incremental"
+    mode: str  # "full" | "incremental" | "unchanged" (already adapted to exactly these names)
     vocabulary: int
     new_entries: int
     clips: int
@@ -131,6 +131,9 @@ class AdaptReport:
 
     def format(self) -> str:
         m = self.metrics
+        if self.mode == "unchanged":
+            return (f"{self.gallery} is already adapted to these {self.vocabulary} names (run {self.run_id}); nothing "
+                    "to learn. Add names, or adapt with --full to retrain from the recipe.")
         lines = [f"adapted {self.gallery} ({self.mode}): {self.vocabulary} names ({self.new_entries} new), "
                  f"{self.clips} clips ({self.clips_made} synthesised now) -> run {self.run_id}",
                  f"  held-out voices: top-1 {m.get('heldout_top1', float('nan')):.3f}, top-5 "
@@ -258,7 +261,8 @@ def write_set(gallery: str, records: list) -> str:
 def align_config(dataset: str, cfg: AdaptConfig, init_from: str | None, epochs: int,
                  vocabulary: Sequence[str] = (), incremental: bool = False) -> dict[str, Any]:
     """The alignment run that adapts the speech head (locked Whisper tail -> head -> locked MiniLM);
-    a vocab head gets every name of the vocabulary (an incremental run's clips say only some)."""
+    a vocab head gets every name of the vocabulary (an incremental run's clips say only some). An
+    incremental run's many short epochs are validated about four times, not after each one."""
     return {"dataset": dataset, "towers": ["speech", "text"],
             "vocabulary": sorted(vocabulary) if cfg.loss == "ce" else [],
             "freeze_body": bool(incremental and cfg.loss == "ce"),
@@ -267,7 +271,7 @@ def align_config(dataset: str, cfg: AdaptConfig, init_from: str | None, epochs: 
             "dropout": 0.1,
             "input_noise": 0.03, "loss": cfg.loss, "batch_size": cfg.batch_size, "lr": cfg.lr, "epochs": epochs,
             "warmup_steps": 20, "schedule": "cosine", "templates": "name", "best_metric": "zeroshot_top1",
-            "seed": cfg.seed, "device": "auto"}
+            "seed": cfg.seed, "device": "auto", "eval_every": max(1, epochs // 4) if incremental else None}
 
 
 # -- general English words (vocabulary-size curves, out-of-vocabulary calibration)
@@ -437,7 +441,9 @@ def adapt_vocabulary(name: str, vocab: Vocabulary, *, config: AdaptConfig | None
     old = set(previous.vocabulary) if previous else set()
     new = set(vocab.texts) - old
     kept = old & set(vocab.texts)  # names both know (a gallery may drop a few of the base's labels)
-    incremental = (not full and _head_fits(previous, cfg) and len(kept) >= 0.5 * len(old)
+    if not full and not new and old == set(vocab.texts) and _head_fits(previous, cfg):
+        return _unchanged(name, previous, time.perf_counter() - t0)
+    incremental = (not full and bool(new) and _head_fits(previous, cfg) and len(kept) >= 0.5 * len(old)
                    and len(new) <= cfg.incremental_limit * max(1, len(kept)))
     default_voices = _voices_for(cfg)
     per_entry = (lambda e: voices_for(e) or default_voices(e)) if voices_for else default_voices
@@ -472,6 +478,12 @@ def adapt_vocabulary(name: str, vocab: Vocabulary, *, config: AdaptConfig | None
     return AdaptReport(name, run_id, "incremental" if incremental else "full", len(vocab), len(new),
                        len(chosen), missing, {k: round(v, 2) for k, v in seconds.items()}, metrics, threshold,
                        vocab.dropped[:20])
+
+
+def _unchanged(name: str, state: AdaptState, seconds: float) -> AdaptReport:
+    """The report of an adaptation with nothing to learn: the head in use already knows every name."""
+    return AdaptReport(name, state.run_id, "unchanged", state.size, 0, 0, 0, {"total": round(seconds, 2)},
+                       state.metrics, state.threshold)
 
 
 def describe(gallery: str) -> str:

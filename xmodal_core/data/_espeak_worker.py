@@ -5,8 +5,9 @@ name then takes ~1 ms. This worker pays the start once. It does what `espeak-ng 
 --stdout` does with the text on stdin (src/espeak-ng.c of espeak-ng 1.51): the same
 initialisation, voice, then rate and pitch, one `espeak_Synth` per line of at most 999 bytes
 with espeakCHARS_AUTO | espeakPHONEMES | espeakENDPAUSE, each request in a fork of the
-freshly initialised library (synthesis leaves state behind, and espeak-ng draws noise from libc's
-`rand`), so the samples are the command's, bit for bit (tests/test_data_tts.py checks).
+freshly initialised library (`_forking_server`: synthesis leaves state behind, and espeak-ng
+draws noise from libc's `rand`), so the samples are the command's, bit for bit
+(tests/test_data_tts.py checks).
 
 It runs in its own process (`python -m xmodal_core.data._espeak_worker`) so that a crash in the
 C library cannot take the app down; `tts._EspeakServer` talks to it.
@@ -20,8 +21,8 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import json
-import os
-import sys
+
+from xmodal_core.data._forking_server import serve
 
 ENOUTPUT_MODE_SYNCHRONOUS = 0x0001
 ESPEAK_RATE, ESPEAK_PITCH = 1, 3
@@ -79,11 +80,6 @@ def main() -> int:
     callback = _CALLBACK(on_samples)
     lib.espeak_ng_SetVoiceByName(b"en")  # loads the English dictionary once, before the forks (no synthesis)
     lib.espeak_SetSynthCallback(callback)
-    out = sys.stdout.buffer
-
-    def answer(head: dict, pcm: bytes = b"") -> None:
-        out.write(json.dumps(head).encode() + b"\n" + pcm)
-        out.flush()
 
     def speak(req: dict) -> None:
         name = req["voice"].encode("utf-8")
@@ -97,30 +93,11 @@ def main() -> int:
             lib.espeak_Synth(buf, LINE_BYTES, 0, POS_CHARACTER, 0, SYNTH_FLAGS, None, None)
         lib.espeak_ng_Synchronize()
 
-    for raw in sys.stdin.buffer:
-        try:
-            req = json.loads(raw)
-        except ValueError as exc:
-            answer({"ok": False, "error": f"bad request: {exc}"})
-            continue
-        # Synthesis leaves state behind (the next identical request comes out a few samples
-        # longer), so every request runs in a fork of the freshly initialised library: the
-        # state the command starts from. The child writes the whole answer, then exits.
-        pid = os.fork()
-        if pid == 0:
-            code = 0
-            try:
-                speak(req)
-                answer({"ok": True, "sample_rate": sample_rate, "bytes": sum(map(len, chunks))}, b"".join(chunks))
-            except (ValueError, KeyError, TypeError) as exc:
-                answer({"ok": False, "error": str(exc)})
-            except BaseException:  # noqa: BLE001 - a child must never return into the loop
-                code = 1
-            os._exit(code)
-        _, status = os.waitpid(pid, 0)
-        if status != 0:
-            answer({"ok": False, "error": f"espeak-ng crashed on this text (status {status})"})
-    return 0
+    def respond(req: dict) -> tuple[dict, bytes]:
+        speak(req)
+        return {"sample_rate": sample_rate}, b"".join(chunks)
+
+    return serve(respond, "espeak-ng")
 
 
 if __name__ == "__main__":

@@ -79,9 +79,10 @@ class AlignConfig(JsonConfig):
         batch_size: global batch (split over torchrun ranks); lr: for heads and logit scale,
         multiplied by batch_size / lr_base_batch when lr_base_batch is set; tower_lr: for
         fine-tuned towers (same scaling). Linear warm-up over warmup_steps, then `schedule`.
-    Evaluation: every epoch on `val_split`: R@1/5/10 both ways, zero-shot top-1/5 with
-        `templates` where records have labels and a text tower is aligned. The best epoch by
-        `best_metric` is saved (`heads.safetensors`).
+    Evaluation: every epoch (every `eval_every` epochs when set, and after the last) on
+        `val_split`: R@1/5/10 both ways, zero-shot top-1/5 with `templates` where records have
+        labels and a text tower is aligned. The best evaluated epoch by `best_metric` is saved
+        (`heads.safetensors`).
     """
 
     dataset: str = "tuxpaint"
@@ -123,6 +124,7 @@ class AlignConfig(JsonConfig):
     templates: str = "simple"
     best_metric: str = "r_mean"
     eval_batch_size: int = 256
+    eval_every: int | None = None
 
     def __post_init__(self) -> None:
         self.towers = tuple(self.towers)
@@ -371,11 +373,20 @@ def class_prior(encoder_name: str, text_encoder_name: str) -> nn.Module:
 IMAGENET_FEATURE_NORM = 16.4
 
 
-def text_encoder_fn(model: AlignModel, cfg: AlignConfig, device: torch.device | str = "cpu"):
-    """list[str] -> (n, d) shared-space embeddings through the model's text path."""
+def text_encoder_fn(model: AlignModel, cfg: AlignConfig, device: torch.device | str = "cpu", *,
+                    cached: bool = False):
+    """list[str] -> (n, d) shared-space embeddings through the model's text path; with `cached`, a
+    locked text tower's features come from the feature cache (training-time class names, which
+    every validation and every later run asks for again), not from the encoder each time."""
     def encode(texts: list[str]) -> Tensor:
         if "text" in model.towers:
             x: Tensor | list[str] = list(texts)
+        elif cached:
+            from xmodal_core.data.features import FeatureCache
+            from xmodal_core.data.manifest import Record
+
+            records = [Record(id=f"text:{i}", text=t) for i, t in enumerate(texts)]
+            x = torch.as_tensor(FeatureCache(cfg.encoders["text"]).get(records, "text"), device=device)
         else:
             from xmodal_core.registry import get_encoder
 
