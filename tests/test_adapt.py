@@ -55,6 +55,7 @@ def test_adapting_a_gallery_trains_a_run_and_readapting_costs_only_the_new_names
     g = _captioned_gallery(tmp_path, ["rocket", "coffee", "astronaut"])
     cfg = AdaptConfig(voices=4, digit_voices=4, epochs=3, base=False, min_replay=50)
     first = adapt(g.name, config=cfg)
+    first_state = load_state(g.name)
     assert first.vocabulary >= 3 and first.new_entries >= 3
     run = shared_store().get_run(first.run_id)
     assert run.status == "completed" and run.kind == "align"
@@ -79,6 +80,23 @@ def test_adapting_a_gallery_trains_a_run_and_readapting_costs_only_the_new_names
     assert second.mode == "incremental" and second.new_entries == 2  # the caption and the file stem "cat"
     assert per_name <= second.clips_made <= 2 * per_name  # only the new names were synthesised
     assert load_state(g2.name).run_id == second.run_id != first.run_id
+
+    # only the new names learnt: every name the first head knew keeps its row, bit for bit
+    from safetensors.torch import load_file
+
+    def rows(state):
+        heads = load_file(str(Path(state.run_dir) / "heads.safetensors"))
+        vocab = json.loads(Path(state.run_dir, "config.json").read_text())["config"]["vocabulary"]
+        return heads, {name: heads["heads.speech.out.weight"][i] for i, name in enumerate(vocab)}
+
+    (heads1, rows1), (heads2, rows2) = rows(first_state), rows(load_state(g2.name))
+    assert set(rows1) < set(rows2) and all((rows2[n] == rows1[n]).all() for n in rows1)
+    assert (heads2["heads.speech.body.0.weight"] == heads1["heads.speech.body.0.weight"]).all()
+
+    runs = len(shared_store().list_runs())
+    again = adapt(g2.name, config=cfg)  # nothing new: no run, no clips, the same head in use
+    assert again.mode == "unchanged" and again.run_id == second.run_id and "already adapted" in again.format()
+    assert len(shared_store().list_runs()) == runs and load_state(g2.name).run_id == second.run_id
 
 
 def test_the_replay_sample_takes_clips_an_earlier_adaptation_rendered_first():

@@ -100,3 +100,36 @@ def test_a_vocabulary_head_needs_its_names_and_the_ce_loss():
         AlignConfig(towers=("speech", "image"), encoders={"speech": "whisper-tiny.en-tail",
                                                           "image": "efficientnet-lite0"},
                     head="vocab", loss="ce", no_head=())
+
+
+def test_a_vocabulary_head_learning_only_new_rows_matches_the_plain_head_and_keeps_the_rest_fixed():
+    import copy
+
+    from xmodal_core.heads import make_head
+
+    torch.manual_seed(0)
+    plain = make_head("vocab", 16, 8, vocabulary_size=7, hidden_dim=12).eval()
+    split = copy.deepcopy(plain)
+    split.learn_only([5, 1])
+    assert [n for n, p in split.named_parameters() if p.requires_grad] == ["new_weight", "new_bias"]
+    x = torch.randn(4, 16)
+    assert torch.allclose(split.logits(x), plain.logits(x), atol=1e-6)  # the same function
+    plain.logits(x).square().sum().backward()
+    split.logits(x).square().sum().backward()
+    assert torch.allclose(split.new_weight.grad, plain.out.weight.grad[[1, 5]], atol=1e-5)  # the same gradient
+    assert torch.allclose(split.new_bias.grad, plain.out.bias.grad[[1, 5]], atol=1e-5)
+
+    with torch.no_grad():
+        split.new_weight.add_(1.0)
+    state = split.state_dict()
+    assert sorted(state) == sorted(plain.state_dict())  # the plain layout: rows folded back into `out`
+    assert torch.equal(state["out.weight"][[1, 5]], split.new_weight.detach())
+    assert torch.equal(state["out.weight"][[0, 2, 3, 4, 6]], plain.out.weight.detach()[[0, 2, 3, 4, 6]])
+    fresh = make_head("vocab", 16, 8, vocabulary_size=7, hidden_dim=12)
+    fresh.load_state_dict(state)  # loads into a plain head ...
+    again = copy.deepcopy(plain)
+    again.learn_only([1, 5])
+    again.load_state_dict(state)  # ... and into a learning one (a resumed run)
+    assert torch.equal(again.new_weight, split.new_weight) and torch.allclose(again.logits(x), fresh.eval().logits(x))
+    with pytest.raises(InputError, match="row indexes"):
+        copy.deepcopy(plain).learn_only([7])

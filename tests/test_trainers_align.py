@@ -155,6 +155,36 @@ def test_stopped_run_resumes_to_the_same_weights_as_an_uninterrupted_one(tmp_pat
     assert second.best == straight.best
 
 
+class CountingContext(OfflineContext):
+    """Counts checkpoint writes."""
+
+    def __init__(self, run_dir):
+        super().__init__(run_dir)
+        self.saved = 0
+
+    def save_checkpoint(self, state) -> None:
+        self.saved += 1
+        super().save_checkpoint(state)
+
+
+def test_validation_every_k_epochs_and_checkpoints_at_most_every_interval(tmp_path, monkeypatch):
+    import trainers.loop as loop
+
+    cfg = tiny_config(epochs=7, eval_every=3)
+    train_split, val_split = synthetic_pairs(64, seed=1), synthetic_pairs(32, seed=2)
+    ctx = CountingContext(tmp_path / "sparse")
+    result = train(cfg, train_split, val_split, ctx, info=DistInfo())
+    validated = [epoch for _, epoch, m in ctx.history if any(k.startswith("val/") for k in m)]
+    assert validated == [3, 6, 7]                      # every 3rd epoch, and always the last
+    assert result.best_epoch in validated
+    assert ctx.saved == 1 and torch.load(tmp_path / "sparse" / "last.pt")["step"] == result.steps  # short epochs
+
+    monkeypatch.setattr(loop, "CHECKPOINT_EVERY_S", 0.0)  # every epoch is due: one checkpoint each
+    ctx = CountingContext(tmp_path / "dense")
+    train(tiny_config(epochs=3), train_split, val_split, ctx, info=DistInfo())
+    assert ctx.saved == 3
+
+
 # ------------------------------------------------------------------ distributed
 
 def _ddp_worker(rank: int, world: int, port: int, cfg_dict: dict, run_dir: str, out: str) -> None:

@@ -256,12 +256,17 @@ class AlignModel(nn.Module):
         if "ce" in terms:
             self.losses["ce"] = VocabularyLoss()
 
-    def embed(self, modality: str, x: Tensor | Sequence[Any]) -> Tensor:
-        """Tower input (features (n, d_in) or raw items) -> (n, embed_dim) unit rows."""
+    def _head_input(self, modality: str, x: Tensor | Sequence[Any]) -> Tensor:
+        """What the modality's head sees: the tower's output as unit rows (plus the training noise)."""
         h = self.towers[modality](x) if modality in self.towers else x
         h = F.normalize(h.float(), dim=-1)  # heads always see unit rows, cached or computed
         if self.training and self.cfg.input_noise > 0 and modality in self.heads and modality not in self.towers:
             h = F.normalize(h + self.cfg.input_noise * torch.randn_like(h), dim=-1)
+        return h
+
+    def embed(self, modality: str, x: Tensor | Sequence[Any]) -> Tensor:
+        """Tower input (features (n, d_in) or raw items) -> (n, embed_dim) unit rows."""
+        h = self._head_input(modality, x)
         if modality in self.heads:
             x_unit = h
             h = self.heads[modality](h)
@@ -291,7 +296,8 @@ class AlignModel(nn.Module):
         the batch over ranks, so negatives are the global batch."""
         cfg = self.cfg
         z_anchor = self.embed(cfg.anchor, anchor_in)  # (n, d)
-        z_other = self.embed(cfg.other, other_in)  # (n, d)
+        ce_only = set(self.losses) == {"ce"}  # the vocab head's logits are all it needs
+        z_other = None if ce_only else self.embed(cfg.other, other_in)  # (n, d)
         parts: dict[str, Tensor] = {}
         if "cl" in self.losses:
             parts["cl"] = self.losses["cl"](z_anchor, z_other)
@@ -302,9 +308,10 @@ class AlignModel(nn.Module):
             parts["cwcl"] = self.losses["cwcl"](z_anchor, z_other, weight_source=source)
         if "l2" in self.losses:
             parts["l2"] = self.losses["l2"](z_other, z_anchor)  # student, teacher
-        if "ce" in self.losses:  # the vocab head kept its logits from embedding this batch
+        if "ce" in self.losses:  # the vocab head kept its logits from embedding this batch (or computes only them)
             head = self.heads[cfg.other]
-            parts["ce"] = self.losses["ce"](head.last_logits, head.targets(z_anchor))
+            logits = head.logits(self._head_input(cfg.other, other_in)) if ce_only else head.last_logits
+            parts["ce"] = self.losses["ce"](logits, head.targets(z_anchor))
         weights = cfg.loss_terms()
         loss = sum(weights[k] * v for k, v in parts.items())
         return loss, parts
