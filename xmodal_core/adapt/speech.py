@@ -249,12 +249,10 @@ def plan_utterances(entries: Sequence[Entry], cfg: SpeechPlanConfig, voices: dic
 
 
 def render_clips(plan: Sequence[Utterance], *, workers: int = 2, progress: Callable[[str, int, int], None] | None = None,
-                 todo: Sequence[int] | None = None, on_clip: Callable[[int, Path], None] | None = None
-                 ) -> tuple[list[Path | None], dict[int, str]]:
+                 todo: Sequence[int] | None = None) -> tuple[list[Path | None], dict[int, str]]:
     """Synthesise and augment every utterance not yet in the clip cache (one FLAC per clip key).
 
-    `todo`: the indexes `missing_clips(plan)` gave (saves looking again); `on_clip(index, path)` is
-    called in this thread for each clip as it is written (e.g. to encode it while others are spoken).
+    `todo`: the indexes `missing_clips(plan)` gave (saves looking again).
     Returns one FLAC path per utterance (None where synthesis failed) and {index: reason}.
     """
     import soundfile as sf
@@ -278,11 +276,7 @@ def render_clips(plan: Sequence[Utterance], *, workers: int = 2, progress: Calla
             sf.write(tmp, x, SAMPLE_RATE, subtype="PCM_16", format="FLAC")
 
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-        results = pool.map(work, todo)
-        for n, i in enumerate(todo, 1):
-            next(results)
-            if on_clip is not None and i not in reasons:
-                on_clip(i, plan[i].path(root))
+        for n, _ in enumerate(pool.map(work, todo), 1):
             if progress and (n % 50 == 0 or n == len(todo)):
                 progress("speak", n, len(todo))
     out = [None if i in reasons else u.path(root) for i, u in enumerate(plan)]
