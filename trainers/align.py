@@ -192,11 +192,9 @@ def evaluate(model: AlignModel, split: PairSplit, cfg: AlignConfig, *, device: t
 
 def fill_vocabulary(model: AlignModel, cfg: AlignConfig) -> None:
     """A vocab head's names: the locked text tower's unit embeddings of `cfg.vocabulary`."""
-    from xmodal_core.data.features import FeatureCache
-    from xmodal_core.data.manifest import Record
+    from xmodal_core.data.features import text_features
 
-    records = [Record(id=f"name:{i}", text=t) for i, t in enumerate(cfg.vocabulary)]
-    names = torch.as_tensor(FeatureCache(cfg.encoders["text"]).get(records, "text"))  # cached by text
+    names = torch.as_tensor(text_features(cfg.encoders["text"], cfg.vocabulary))
     for head in model.heads.values():
         head.names.copy_(torch.nn.functional.normalize(names.float(), dim=-1))
 

@@ -304,11 +304,9 @@ def speech_features(records: Sequence[Any], progress: Progress | None = None) ->
 
 def text_embeddings(texts: Sequence[str]) -> np.ndarray:
     """(N, 384) MiniLM unit rows of the texts, from the feature cache (computed once per text)."""
-    from xmodal_core.data.features import FeatureCache
-    from xmodal_core.data.manifest import Record
+    from xmodal_core.data.features import text_features
 
-    records = [Record(id=f"text:{i}", text=t) for i, t in enumerate(texts)]
-    return FeatureCache(TEXT_ENCODER).get(records, "text") if records else np.zeros((0, 384), np.float32)
+    return text_features(TEXT_ENCODER, texts) if len(texts) else np.zeros((0, 384), np.float32)
 
 
 def head_embed(run_dir: str | Path, features: np.ndarray) -> np.ndarray:
@@ -451,8 +449,8 @@ def adapt_vocabulary(name: str, vocab: Vocabulary, *, config: AdaptConfig | None
     root = clips_dir()
     plan = choose_utterances(plan, old, new, cfg, incremental, cached=lambda u: u.path(root).is_file())
     todo = missing_clips(plan)
-    # Encoding clips in a thread while others are synthesised was measured slower (314 s against
-    # 271 s for synthesis + features of 1,000 names): torch's threads and the engines' fight for 2 cores.
+    # Encoding clips in a thread while others are synthesised was measured and dropped: no faster in
+    # an alternating A/B on 1,650 clips, slower in the timing run (torch and the engines share 2 cores).
     clips, errors = render_clips(plan, progress=progress, todo=todo)
     missing = len(todo)
     seconds["speech"] = time.perf_counter() - t0

@@ -509,6 +509,12 @@ class FeatureCache:
         return [d for d in parent.iterdir() if d.is_dir() and d != self.directory] if parent.is_dir() else []
 
 
+def text_features(encoder: str, texts: Sequence[str]) -> np.ndarray:
+    """(N, dim) unit rows of plain texts through a text encoder, from the feature cache (computed once
+    per text): class and vocabulary names that every run and validation asks for again."""
+    return FeatureCache(encoder).get([Record(id=f"text:{i}", text=t) for i, t in enumerate(texts)], "text")
+
+
 def _atomic_json(path: Path, obj: dict) -> None:
     atomic_write_json(path, obj)
 

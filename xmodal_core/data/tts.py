@@ -26,7 +26,7 @@ import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 from xmodal_core import paths
 from xmodal_core.errors import AudioError, DatasetError, InputError
@@ -281,14 +281,9 @@ def _synthesize_raw(req: SpeechRequest, tmpdir: Path) -> bytes:
     v = req.voice
     if v.engine == "espeak-ng":
         rate, pitch = round(ESPEAK_RATE * req.rate), req.pitch or 50
-        if _ESPEAK_WORKER[0]:
-            server = _ESPEAK.acquire()
-            try:
-                return _wav_bytes(*server.say(v.name, rate, pitch, req.text))
-            except _WorkerLost:
-                _ESPEAK_WORKER[0] = False  # the command below still works, ~12 ms a clip slower
-            finally:
-                _ESPEAK.release(server)
+        pcm = _ask_worker(_ESPEAK, _ESPEAK_WORKER, lambda server: server.say(v.name, rate, pitch, req.text))
+        if pcm is not None:
+            return _wav_bytes(*pcm)
         cmd = ["espeak-ng", "-v", v.name, "-s", str(rate), "-p", str(pitch), "--stdout"]
         proc = _run(cmd, input=req.text.encode("utf-8"))
         if proc.returncode != 0:
@@ -304,20 +299,28 @@ def _synthesize_raw(req: SpeechRequest, tmpdir: Path) -> bytes:
         finally:
             _FESTIVAL.release(server)
         return wav.read_bytes()
-    if _FLITE_WORKER[0]:
-        server = _FLITE.acquire()
-        try:
-            server.say(v.name, stretch, txt, wav)
-            return wav.read_bytes()
-        except _WorkerLost:
-            _FLITE_WORKER[0] = False  # the command below still works, ~15-60 ms a clip slower
-        finally:
-            _FLITE.release(server)
+    if _ask_worker(_FLITE, _FLITE_WORKER, lambda server: server.say(v.name, stretch, txt, wav)) is not None:
+        return wav.read_bytes()
     cmd = ["flite", "-voice", v.name, "--setf", f"duration_stretch={stretch}", "-f", str(txt), "-o", str(wav)]
     proc = _run(cmd)
     if proc.returncode != 0 or not wav.is_file():
         raise AudioError(f"{v.engine} failed for {v.id}: {proc.stderr.decode('utf-8', 'replace').strip()[-300:]}")
     return wav.read_bytes()
+
+
+def _ask_worker(pool: _Pool, usable: list[bool], call: Callable[[Any], Any]) -> Any:
+    """`call(worker)` on an idle worker of `pool`; None when workers are off (`usable` is [False]) or
+    this one was lost, which turns them off for good: the command still works, a few ms a clip slower."""
+    if not usable[0]:
+        return None
+    server = pool.acquire()
+    try:
+        return call(server)
+    except _WorkerLost:
+        usable[0] = False
+        return None
+    finally:
+        pool.release(server)
 
 
 def _wav_bytes(sample_rate: int, pcm: bytes) -> bytes:
@@ -493,10 +496,12 @@ class _FliteServer(_WorkerServer):
 
     module, engine = "xmodal_core.data._flite_worker", "flite"
 
-    def say(self, voice: str, stretch: str, txt: Path, wav: Path, timeout: float = 120) -> None:
+    def say(self, voice: str, stretch: str, txt: Path, wav: Path, timeout: float = 120) -> Path:
+        """Writes `wav` (the command's file) and returns it."""
         self.ask({"voice": voice, "stretch": stretch, "text_file": str(txt), "wav_file": str(wav)}, timeout)
         if not wav.is_file() or wav.stat().st_size <= 44:
             raise AudioError(f"flite failed for flite:{voice}: no audio written")
+        return wav
 
 
 class _WorkerLost(Exception):

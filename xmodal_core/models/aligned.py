@@ -389,11 +389,9 @@ def text_encoder_fn(model: AlignModel, cfg: AlignConfig, device: torch.device | 
         if "text" in model.towers:
             x: Tensor | list[str] = list(texts)
         elif cached:
-            from xmodal_core.data.features import FeatureCache
-            from xmodal_core.data.manifest import Record
+            from xmodal_core.data.features import text_features
 
-            records = [Record(id=f"text:{i}", text=t) for i, t in enumerate(texts)]
-            x = torch.as_tensor(FeatureCache(cfg.encoders["text"]).get(records, "text"), device=device)
+            x = torch.as_tensor(text_features(cfg.encoders["text"], texts), device=device)
         else:
             from xmodal_core.registry import get_encoder
 
